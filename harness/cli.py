@@ -1,0 +1,162 @@
+"""The `mezo-bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+DEFAULT_PROTOCOL = "benchmarks/sst2/protocol.toml"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    parser.add_argument("--profile", default="auto",
+                        help="profile name, or 'auto': the protocol's profile for this device (default)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+    parser.add_argument("--data-dir", default=None,
+                        help="GLUE task folder (train.tsv, dev.tsv); default $MEZO_BENCH_DATA_DIR, "
+                             "else the `datasets` library")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mezo-bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one protocol point and write its record")
+    _add_run_options(run)
+    run.add_argument("--variant", default="hf-mlm", help="variant name (default: hf-mlm)")
+    run.add_argument("--k", type=_positive_int, help="examples per label (default: the profile's only k)")
+    run.add_argument("--seed", type=int, help="data split and training seed (default: the profile's only seed)")
+    run.add_argument("--lr", type=float, help="learning rate from the profile's grid (default: its only lr)")
+
+    bench = commands.add_parser("bench", help="run every variant x k x seed x lr of a profile")
+    _add_run_options(bench)
+    bench.add_argument("--variant", action="append", dest="variants",
+                       help="restrict to this variant (repeatable; default: the profile's variants)")
+
+    splits = commands.add_parser("splits", help="write the exact k-shot train/dev/test TSVs a run uses")
+    splits.add_argument("--task", default="sst2")
+    splits.add_argument("--k", type=_positive_int, required=True)
+    splits.add_argument("--seed", type=int, required=True)
+    splits.add_argument("--data-dir", default=None)
+    splits.add_argument("--out", type=Path, required=True, help="folder for train.tsv, dev.tsv, test.tsv")
+
+    protocol = commands.add_parser("protocol", help="show a protocol's profiles and hashes; check or lock them")
+    protocol.add_argument("--protocol", default=DEFAULT_PROTOCOL)
+    protocol.add_argument("--profile", default=None, help="show only this profile")
+    action = protocol.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="fail if a profile changed without a version bump")
+    action.add_argument("--lock", action="store_true", help="record this version's hashes in the lock file")
+    return parser
+
+
+def _cmd_run(args) -> None:
+    from harness.protocol import load_protocol
+    from harness.runner import RunRequest, execute_run
+
+    protocol = load_protocol(args.protocol)
+    path = execute_run(RunRequest(protocol=protocol, profile=args.profile, variant=args.variant, k=args.k,
+                                  seed=args.seed, lr=args.lr, out_dir=args.out, data_dir=args.data_dir,
+                                  device=args.device, progress=not args.no_progress))
+    _print_summary([path])
+
+
+def _cmd_bench(args) -> None:
+    from harness.protocol import load_protocol
+    from harness.runner import RunRequest, execute_run, resolve_device
+    from harness.variants import get_variant
+
+    protocol = load_protocol(args.protocol)
+    profile_name = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
+    profile = protocol.profile(profile_name)
+    variants = args.variants or list(profile.variants)
+    for name in variants:
+        get_variant(name)
+    grid = list(itertools.product(variants, profile.k, profile.seeds, profile.lr))
+    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile_name}: {len(grid)} run(s)",
+          file=sys.stderr)
+    paths = []
+    for index, (variant, k, seed, lr) in enumerate(grid, start=1):
+        print(f"[{index}/{len(grid)}] {variant} k={k} seed={seed} lr={lr:g}", file=sys.stderr)
+        paths.append(execute_run(RunRequest(protocol=protocol, profile=profile_name, variant=variant, k=k,
+                                            seed=seed, lr=lr, out_dir=args.out, data_dir=args.data_dir,
+                                            device=args.device, progress=not args.no_progress)))
+    _print_summary(paths)
+
+
+def _print_summary(paths: list[Path]) -> None:
+    print(f"{'run':<58} {'zero-shot':>9} {'best dev':>8} {'test':>6}  record")
+    for path in paths:
+        record = json.loads(path.read_text())
+        metrics = record["metrics"]
+        print(f"{record['run_id']:<58} {metrics['zero_shot_test_accuracy']:>9.4f} "
+              f"{metrics['best_dev_accuracy']:>8.4f} {metrics['test_accuracy']:>6.4f}  {path}")
+
+
+def _cmd_splits(args) -> None:
+    from harness.data import load_task_data, make_k_shot_split
+
+    split = make_k_shot_split(load_task_data(args.task, args.data_dir), args.k, args.seed)
+    written = split.write(args.out)
+    hashes = split.sha256()
+    for name, path in written.items():
+        print(f"{path}  {len(split.lines[name])} examples  sha256 {hashes[name]}")
+
+
+def _cmd_protocol(args) -> None:
+    from harness.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    if args.lock:
+        hashes = protocol.write_lock()
+        print(f"locked {protocol.name} v{protocol.version} in {protocol.lock_path}")
+        for name, digest in hashes.items():
+            print(f"  {name}: {digest}")
+        return
+    if args.check:
+        protocol.check_lock()
+        print(f"{protocol.path}: version {protocol.version} matches its lock")
+        return
+    if args.profile:
+        protocol.profile(args.profile)   # unknown name: a clear error
+    names = [args.profile] if args.profile else list(protocol.profiles)
+    print(f"{protocol.name} v{protocol.version} (task {protocol.task}): {protocol.description}")
+    print(f"auto profile: {protocol.auto_profile}")
+    for name in names:
+        print(f"\n[{name}] hash {protocol.profile_hash(name)}")
+        for key, value in protocol.profile(name).to_dict().items():
+            print(f"  {key:<16} {value}")
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "protocol": _cmd_protocol}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except HarnessError as error:
+        print(f"mezo-bench: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

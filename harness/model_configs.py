@@ -1,0 +1,38 @@
+"""Architectures for random-init models (no weights needed), by name.
+
+roberta-base / roberta-large are the published configs of those checkpoints, so memory
+and throughput measured on them are those of the real models. `tiny` is for tests and
+CPU smoke runs; its vocabulary size is taken from the tokenizer.
+"""
+
+_ROBERTA_COMMON = dict(
+    vocab_size=50265,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    initializer_range=0.02,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
+
+RANDOM_INIT_CONFIGS: dict[str, dict] = {
+    "roberta-base": dict(
+        _ROBERTA_COMMON, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072,
+    ),
+    "roberta-large": dict(
+        _ROBERTA_COMMON, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096,
+    ),
+    "tiny": dict(
+        _ROBERTA_COMMON, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, vocab_size=None,
+    ),
+}
+
+RANDOM_INIT_PREFIX = "random-init:"
+TRAINED_BPE_PREFIX = "trained-bpe:"

@@ -1,0 +1,113 @@
+"""Tokenizers and RoBERTa masked-LM models: hub ids, local paths, and offline stand-ins.
+
+Offline stand-ins: `random-init:<tiny|roberta-base|roberta-large>` builds the architecture
+with seeded random weights; `trained-bpe:<vocab size>` trains a byte-level BPE tokenizer
+on the task's training sentences (deterministic: same text and size, same tokenizer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import HarnessError
+from harness.model_configs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX, TRAINED_BPE_PREFIX
+
+BPE_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa's ids 0..3, then <mask>
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    tokenizer: object            # a transformers fast tokenizer
+    info: dict                   # goes into the run record
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: torch.nn.Module       # a transformers RobertaForMaskedLM
+    info: dict
+
+
+def train_bpe_tokenizer(sentences: list[str], vocab_size: int):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sentences, vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=BPE_SPECIAL_TOKENS, show_progress=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", cls_token="<s>",
+        sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+
+
+def load_tokenizer(spec: str, training_sentences: list[str]) -> LoadedTokenizer:
+    if spec.startswith(TRAINED_BPE_PREFIX):
+        vocab_size = int(spec[len(TRAINED_BPE_PREFIX):])
+        tokenizer = train_bpe_tokenizer(training_sentences, vocab_size)
+        info = {"id": spec, "trained_on": "task training sentences"}
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+        except Exception as error:  # hub unreachable, bad path, bad files
+            raise HarnessError(f"could not load tokenizer {spec!r} ({type(error).__name__}: {error}); "
+                               f"offline, use a local path or 'trained-bpe:<vocab size>'") from None
+        info = {"id": spec}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    info["sha256"] = hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None
+    info["vocab_size"] = len(tokenizer)
+    return LoadedTokenizer(tokenizer=tokenizer, info=info)
+
+
+def _weights_sha256(directory: Path) -> str | None:
+    files = sorted(p for pattern in ("*.safetensors", "*.bin") for p in directory.glob(pattern))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torch.device,
+               revision: str | None = None) -> LoadedModel:
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    if spec.startswith(RANDOM_INIT_PREFIX):
+        name = spec[len(RANDOM_INIT_PREFIX):]
+        if name not in RANDOM_INIT_CONFIGS:
+            raise HarnessError(f"unknown random-init config {name!r}; known: {sorted(RANDOM_INIT_CONFIGS)}")
+        values = dict(RANDOM_INIT_CONFIGS[name])
+        if values["vocab_size"] is None:
+            values["vocab_size"] = len(tokenizer)
+        values.update(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+        # Seed a private copy of the RNG so building a model never shifts anyone else's draws.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = RobertaForMaskedLM(RobertaConfig(**values))
+        info = {"id": spec, "revision": None, "init_seed": init_seed, "config": values}
+    else:
+        try:
+            model = RobertaForMaskedLM.from_pretrained(spec, revision=revision)
+        except Exception as error:
+            raise HarnessError(f"could not load model {spec!r} ({type(error).__name__}: {error}); "
+                               f"offline, use a local path or 'random-init:<config>'") from None
+        local = Path(spec)
+        revision_found = (f"sha256:{_weights_sha256(local)}" if local.is_dir()
+                          else getattr(model.config, "_commit_hash", None) or revision)
+        info = {"id": spec, "revision": revision_found}
+    if len(tokenizer) > model.config.vocab_size:
+        raise HarnessError(f"tokenizer has {len(tokenizer)} tokens but model {spec!r} only "
+                           f"{model.config.vocab_size} embeddings")
+    model.to(device=device, dtype=DTYPES[dtype])
+    model.eval()   # MeZO's forward passes run without dropout
+    info["num_parameters"] = sum(p.numel() for p in model.parameters())
+    info["dtype"] = dtype
+    return LoadedModel(model=model, info=info)

@@ -1,0 +1,133 @@
+"""Prompt templates, label words and batching.
+
+A template is a list of parts, each tokenized on its own as LM-BFF does: "{sentence}" is
+the input (encoded without a leading space), a part equal to one of the tokenizer's special
+tokens ("<s>", "</s>", "<mask>") is that token, any other part is text.
+Truncation shortens the sentence only, never the template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.data import Example
+from harness.errors import HarnessError
+from harness.protocol import MASK_SLOT, SENTENCE_SLOT
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: tuple[int, ...]
+    mask_position: int
+    label: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor         # [B, T], right-padded
+    attention_mask: torch.Tensor    # [B, T]
+    mask_positions: torch.Tensor    # [B]
+    labels: torch.Tensor            # [B]
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def label_word_ids(tokenizer, label_words: tuple[str, ...]) -> list[int]:
+    ids = []
+    for word in label_words:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if len(pieces) != 1:
+            raise HarnessError(
+                f"label word {word!r} must be a single token, but the tokenizer splits it into "
+                f"{len(pieces)}: {tokenizer.convert_ids_to_tokens(pieces)}")
+        ids.append(pieces[0])
+    return ids
+
+
+class PromptEncoder:
+    def __init__(self, tokenizer, template: tuple[str, ...], max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        special = set(tokenizer.all_special_tokens)
+        self.parts: list[list[int] | None] = []   # None marks the sentence slot
+        for part in template:
+            if part == SENTENCE_SLOT:
+                self.parts.append(None)
+            elif part in special:
+                self.parts.append([tokenizer.convert_tokens_to_ids(part)])
+            elif part.startswith("<") and part.endswith(">") and " " not in part:
+                raise HarnessError(f"template part {part!r} looks like a special token but this "
+                                   f"tokenizer has none of that name; its special tokens: {sorted(special)}")
+            else:
+                self.parts.append(tokenizer.encode(part, add_special_tokens=False))
+        if MASK_SLOT not in special or tokenizer.mask_token != MASK_SLOT:
+            raise HarnessError(f"the template's {MASK_SLOT!r} is not this tokenizer's mask token "
+                               f"({tokenizer.mask_token!r})")
+        mask_index = template.index(MASK_SLOT)
+        self.mask_id = tokenizer.mask_token_id
+        self.template_length = sum(len(p) for p in self.parts if p is not None)
+        self.sentence_budget = max_length - self.template_length
+        if self.sentence_budget < 1:
+            raise HarnessError(f"max_length={max_length} leaves no room for the sentence: the "
+                               f"template alone takes {self.template_length} tokens")
+        self._mask_index = mask_index
+
+    def encode(self, example: Example) -> EncodedExample:
+        sentence = self.tokenizer.encode(example.sentence, add_special_tokens=False)[: self.sentence_budget]
+        ids: list[int] = []
+        mask_position = -1
+        for index, part in enumerate(self.parts):
+            if index == self._mask_index:
+                mask_position = len(ids)
+            ids.extend(sentence if part is None else part)
+        return EncodedExample(input_ids=tuple(ids), mask_position=mask_position, label=example.label)
+
+    def encode_all(self, examples: list[Example]) -> list[EncodedExample]:
+        return [self.encode(example) for example in examples]
+
+
+def collate(examples: list[EncodedExample], pad_id: int, device: torch.device) -> Batch:
+    length = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        attention_mask[row, : len(example.input_ids)] = 1
+    return Batch(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        mask_positions=torch.tensor([e.mask_position for e in examples], device=device),
+        labels=torch.tensor([e.label for e in examples], device=device),
+    )
+
+
+def eval_batches(examples: list[EncodedExample], batch_size: int, pad_id: int,
+                 device: torch.device) -> list[Batch]:
+    """Fixed evaluation batches, sorted by length so little compute goes to padding."""
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    return [collate(ordered[i:i + batch_size], pad_id, device) for i in range(0, len(ordered), batch_size)]
+
+
+class EpochSampler:
+    """Shuffled passes over the training set in batches of `batch_size` (the last one of an
+    epoch may be smaller, as with a PyTorch DataLoader). A set no larger than one batch is
+    used whole every step (MeZO's k=16 runs are full-batch)."""
+
+    def __init__(self, examples: list[EncodedExample], batch_size: int, seed: int, pad_id: int,
+                 device: torch.device):
+        self.examples, self.batch_size, self.pad_id, self.device = examples, batch_size, pad_id, device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.full_batch = collate(examples, pad_id, device) if len(examples) <= batch_size else None
+        self._queue: list[list[int]] = []
+
+    def next(self) -> Batch:
+        if self.full_batch is not None:
+            return self.full_batch
+        if not self._queue:
+            order = torch.randperm(len(self.examples), generator=self.generator).tolist()
+            self._queue = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return collate([self.examples[i] for i in self._queue.pop(0)], self.pad_id, self.device)

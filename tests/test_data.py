@@ -1,0 +1,126 @@
+"""k-shot splits exactly as LM-BFF / MeZO generate them (on the real GLUE SST-2 files)."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from harness.data import DATA_DIR_ENV, SPLITS, load_task_data, make_k_shot_split
+from harness.errors import HarnessError
+
+# sha256 of train.tsv / dev.tsv as `mezo-bench splits` writes them (GLUE layout with header).
+PINNED = {
+    (16, 13): ("13c3dfc45e970ea8270660b8cb18a091bf6977926156fce8862bb18c32b00c9f",
+               "536fbc3e2633996629728506f22247b9f43d2d17573dde399dced2d3c5cb2b7b"),
+    (512, 13): ("65adecf27a8cac8d5815a20aa5a00faa3bd41dc917b6e81fb7a7996839998003",
+                "76dccc60002e7cd71473f9d5d18ea7b5908e31e4d9ac74ad651a1bf6a052b0e5"),
+}
+GLUE_DEV_SHA256 = "f7271f7a919ea884ca8563e13ed03028aa44296d1f738c003af3142b9a2188f8"
+
+
+@pytest.fixture(scope="module")
+def sst2(sst2_dir):
+    return load_task_data("sst2", sst2_dir)
+
+
+def test_source_files_are_the_documented_glue_release(sst2):
+    assert len(sst2.train_lines) == 67_349 and len(sst2.test_lines) == 872
+    assert sst2.source_sha256["test"] == GLUE_DEV_SHA256
+
+
+@pytest.mark.parametrize("k", [16, 512])
+def test_counts_balance_and_disjointness(sst2, k):
+    split = make_k_shot_split(sst2, k, seed=13)
+    for name in ("train", "dev"):
+        labels = [e.label for e in split.examples(name)]
+        assert len(labels) == 2 * k
+        assert labels.count(0) == labels.count(1) == k
+    assert not set(split.lines["train"]) & set(split.lines["dev"])
+    assert len(split.examples("test")) == 872
+
+
+@pytest.mark.parametrize("k, seed", sorted(PINNED))
+def test_pinned_split_hashes(sst2, k, seed):
+    hashes = make_k_shot_split(sst2, k, seed).sha256()
+    assert (hashes["train"], hashes["dev"]) == PINNED[(k, seed)]
+    assert hashes["test"] == GLUE_DEV_SHA256   # the test split is GLUE dev, byte for byte
+
+
+def test_same_as_lm_bff_global_numpy_seeding(sst2):
+    """LM-BFF calls np.random.seed(seed); np.random.shuffle(lines); then groups by label."""
+    lines = list(sst2.train_lines)
+    np.random.seed(21)
+    np.random.shuffle(lines)
+    by_label = {}
+    for line in lines:
+        by_label.setdefault(line.strip().split("\t")[-1], []).append(line)
+    expected_train = [line for group in by_label.values() for line in group[:16]]
+    expected_dev = [line for group in by_label.values() for line in group[16:32]]
+    split = make_k_shot_split(sst2, 16, seed=21)
+    assert list(split.lines["train"]) == expected_train
+    assert list(split.lines["dev"]) == expected_dev
+
+
+def test_seeds_give_different_splits(sst2):
+    assert make_k_shot_split(sst2, 16, 13).sha256()["train"] != make_k_shot_split(sst2, 16, 42).sha256()["train"]
+
+
+def test_written_files_hash_to_the_recorded_values(sst2, tmp_path):
+    split = make_k_shot_split(sst2, 16, 13)
+    written = split.write(tmp_path / "out")
+    for name in SPLITS:
+        assert hashlib.sha256(written[name].read_bytes()).hexdigest() == split.sha256()[name]
+        assert written[name].read_text().startswith("sentence\tlabel\n")
+
+
+def test_glue_root_is_accepted(sst2_dir):
+    assert load_task_data("sst2", sst2_dir.parent).source == load_task_data("sst2", sst2_dir).source
+
+
+def test_env_var_supplies_the_data_dir(sst2_dir, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(sst2_dir))
+    assert load_task_data("sst2").source.startswith("glue-dir:")
+
+
+def write_tsv(folder, train_body, dev_body="good film\t1\nbad film\t0\n", header="sentence\tlabel\n"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text(header + train_body)
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + dev_body)
+    return folder
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(HarnessError, match=r"data directory not found: .*nowhere \(from --data-dir\)"):
+        load_task_data("sst2", tmp_path / "nowhere")
+
+
+def test_missing_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(HarnessError, match=r"data file not found: .*train.tsv"):
+        load_task_data("sst2", tmp_path / "d")
+
+
+@pytest.mark.parametrize(
+    "header, body, message",
+    [
+        ("sentence\tlabel\n", "good film\t1\nno label here\n", r"train.tsv line 3: expected 2 tab-separated fields"),
+        ("sentence\tlabel\n", "good film\t1\nbad film\t7\n", r"train.tsv line 3: label must be one of \['0', '1'\], got '7'"),
+        ("text\tclass\n", "good film\t1\n", r"train.tsv line 1: expected header 'sentence\\tlabel'"),
+        ("sentence\tlabel\n", "", r"train.tsv: no examples after the header"),
+    ],
+)
+def test_malformed_tsv_names_file_and_line(tmp_path, header, body, message):
+    folder = write_tsv(tmp_path / "bad", body, header=header)
+    with pytest.raises(HarnessError, match=message):
+        load_task_data("sst2", folder)
+
+
+def test_too_few_examples_for_k(tmp_path):
+    folder = write_tsv(tmp_path / "small", "a\t0\nb\t1\nc\t0\nd\t1\n")
+    with pytest.raises(HarnessError, match=r"k=2 needs 4 training examples of label '[01]', the data has 2"):
+        make_k_shot_split(load_task_data("sst2", folder), 2, 13)
+
+
+def test_bad_k():
+    with pytest.raises(HarnessError, match="k must be an integer >= 1, got 0"):
+        make_k_shot_split(None, 0, 13)

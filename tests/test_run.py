@@ -1,0 +1,157 @@
+"""Integration: the smoke profile end to end through the CLI, and bad input through the CLI."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.protocol import load_protocol
+
+PROTOCOL = Path(__file__).resolve().parents[1] / "benchmarks" / "sst2" / "protocol.toml"
+SMOKE_SPLIT_SHA256 = {"train": "13c3dfc45e970ea8270660b8cb18a091bf6977926156fce8862bb18c32b00c9f",
+                      "dev": "536fbc3e2633996629728506f22247b9f43d2d17573dde399dced2d3c5cb2b7b"}
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:   # argparse rejects bad option values this way
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def records_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.json")) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def smoke_record(sst2_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    assert main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--data-dir", str(sst2_dir), "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0
+    [path] = records_under(out)
+    return path, json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_smoke_run_lowers_the_training_loss(smoke_record):
+    _, record = smoke_record
+    metrics = record["metrics"]
+    assert record["status"] == "completed"
+    assert metrics["train_loss_start"] == pytest.approx(0.6778, abs=1e-3)   # ~ln 2 for a random head
+    assert metrics["train_loss_end"] < 0.35
+
+
+@pytest.mark.slow
+def test_smoke_losses_are_pinned(smoke_record):
+    """CPU fp32, torch 2.13: the trajectory is deterministic; these values catch any change
+    to data, prompt, initialisation, z generation or the update."""
+    curve = smoke_record[1]["loss_curve"]
+    assert curve["stride"] == 1 and len(curve["loss_plus"]) == 400
+    assert curve["loss_plus"][:3] == pytest.approx([0.6776416, 0.6790618, 0.6765416], rel=1e-5)
+    assert curve["loss_plus"][-1] == pytest.approx(0.1844781, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_record_describes_its_run(smoke_record):
+    path, record = smoke_record
+    protocol = load_protocol(PROTOCOL)
+    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v1", "smoke")
+    assert path.stem == record["run_id"]
+    assert record["protocol"] == {"name": "sst2-mezo", "version": 1, "profile": "smoke",
+                                  "hash": protocol.profile_hash("smoke"), "path": str(PROTOCOL)}
+    assert record["variant"]["name"] == "hf-mlm" and record["task"] == "sst2"
+    assert (record["k"], record["seed"]) == (16, 13)
+    assert record["hyperparameters"]["lr"] == 1e-3 and record["hyperparameters"]["eps"] == 1e-3
+    assert record["hyperparameters"]["steps"] == 400 and record["hyperparameters"]["batch_size"] == 64
+    assert {k: record["data"]["split_sha256"][k] for k in ("train", "dev")} == SMOKE_SPLIT_SHA256
+    assert record["data"]["split_sizes"] == {"train": 32, "dev": 32, "test": 872}
+    assert record["model"]["id"] == "random-init:tiny" and record["model"]["revision"] is None
+    assert record["tokenizer"]["id"] == "trained-bpe:4096" and len(record["tokenizer"]["sha256"]) == 64
+    metrics = record["metrics"]
+    assert [h["step"] for h in metrics["dev_history"]] == [100, 200, 300, 400]
+    assert metrics["best_dev_accuracy"] == max(h["dev_accuracy"] for h in metrics["dev_history"])
+    assert 0 <= metrics["zero_shot_test_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+    packages = record["environment"]["packages"]
+    assert packages["torch"] and packages["transformers"] and packages["python"]
+    assert "peft" in packages and "sglang" in packages
+    assert record["environment"]["device"]["hardware_class"] == "cpu"
+    assert set(record["git"]) == {"commit", "dirty", "root"}
+    assert record["timing"]["wall_seconds"] > record["timing"]["train_seconds"] > 0
+
+
+def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
+    code, out, _ = cli(capsys, "splits", "--task", "sst2", "--k", 16, "--seed", 13, "--data-dir", sst2_dir,
+                       "--out", tmp_path / "16-13")
+    assert code == 0
+    for split, digest in SMOKE_SPLIT_SHA256.items():
+        assert hashlib.sha256((tmp_path / "16-13" / f"{split}.tsv").read_bytes()).hexdigest() == digest
+        assert digest in out
+
+
+def test_protocol_command_checks_the_lock(capsys):
+    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--check")
+    assert code == 0 and "matches its lock" in out
+    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--profile", "smoke")
+    assert code == 0 and load_protocol(PROTOCOL).profile_hash("smoke") in out
+
+
+@pytest.fixture
+def bpe2000_protocol(tmp_path):
+    """The smoke profile with a tokenizer too small for ' terrible' to be one token."""
+    path = tmp_path / "protocol.toml"
+    shutil.copy(PROTOCOL, path)
+    path.write_text(path.read_text().replace('tokenizer = "trained-bpe:4096"', 'tokenizer = "trained-bpe:2000"'))
+    load_protocol(path).write_lock()
+    return path
+
+
+def malformed_data_dir(tmp_path):
+    folder = tmp_path / "bad-sst2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\nno label\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown-variant", "unknown variant 'hf-nope'; known variants: hf-mlm"),
+        ("k-zero", "argument --k: must be an integer >= 1, got 0"),
+        ("k-off-grid", "--k 32 is not in profile 'smoke'; allowed: [16]"),
+        ("missing-data-dir", "data directory not found"),
+        ("malformed-tsv", "train.tsv line 3: expected 2 tab-separated fields"),
+        ("multi-token-label-word", "label word ' terrible' must be a single token"),
+        ("unknown-profile", "unknown profile 'fast'"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
+    out = tmp_path / "results"
+    args = {"--protocol": PROTOCOL, "--profile": "smoke", "--data-dir": sst2_dir, "--out": out}
+    extra = []
+    if case == "unknown-variant":
+        extra = ["--variant", "hf-nope"]
+    elif case == "k-zero":
+        extra = ["--k", 0]
+    elif case == "k-off-grid":
+        extra = ["--k", 32]
+    elif case == "missing-data-dir":
+        args["--data-dir"] = tmp_path / "no-such-dir"
+    elif case == "malformed-tsv":
+        args["--data-dir"] = malformed_data_dir(tmp_path)
+    elif case == "multi-token-label-word":
+        args["--protocol"] = bpe2000_protocol
+    elif case == "unknown-profile":
+        args["--profile"] = "fast"
+    argv = ["run", "--no-progress", *[x for pair in args.items() for x in pair], *extra]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert err.count("error:") == 1
+    assert records_under(out) == []
