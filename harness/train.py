@@ -74,9 +74,9 @@ def train_mezo(*, objective: LabelWordObjective, trainable: list[tuple[str, torc
                 result.best_dev_accuracy, result.best_step = dev_accuracy, step
                 result.best_state = cpu_state_copy(objective.model)
             result.eval_seconds += time.perf_counter() - eval_started
-            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}", dev=f"{dev_accuracy:.3f}")
+            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
         elif step % 10 == 0:
-            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}")
+            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}", refresh=False)
 
     result.train_seconds = time.perf_counter() - started - result.eval_seconds
     return result

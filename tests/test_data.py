@@ -124,3 +124,29 @@ def test_too_few_examples_for_k(tmp_path):
 def test_bad_k():
     with pytest.raises(HarnessError, match="k must be an integer >= 1, got 0"):
         make_k_shot_split(None, 0, 13)
+
+
+def test_without_a_data_dir_the_datasets_library_is_used(monkeypatch):
+    import datasets
+
+    rows = {"train": {"sentence": ["good", "bad"], "label": [1, 0]},
+            "validation": {"sentence": ["fine"], "label": [1]}}
+    calls = []
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: calls.append(args) or rows)
+    data = load_task_data("sst2")
+    assert calls == [("nyu-mll/glue", "sst2")]
+    assert data.train_lines == ("good\t1\n", "bad\t0\n") and data.test_lines == ("fine\t1\n",)
+    assert data.source == "hf-datasets:nyu-mll/glue/sst2"
+
+
+def test_datasets_failure_says_how_to_give_data(monkeypatch):
+    import datasets
+
+    def offline(*args):
+        raise ConnectionError("no network")
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(HarnessError, match=r"ConnectionError: no network\). Pass --data-dir"):
+        load_task_data("sst2")

@@ -155,3 +155,27 @@ def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, 
     assert message in err
     assert err.count("error:") == 1
     assert records_under(out) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_a_gpu(capsys, tmp_path):
+    code, _, err = cli(capsys, "run", "--protocol", PROTOCOL, "--device", "cuda", "--out", tmp_path / "r")
+    assert code == 2 and "--device cuda was given but torch sees no CUDA device" in err
+    assert records_under(tmp_path / "r") == []
+
+
+def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monkeypatch):
+    import harness.runner
+
+    def crash(**kwargs):
+        raise RuntimeError("simulated out of memory")
+
+    monkeypatch.setattr(harness.runner, "train_mezo", crash)
+    with pytest.raises(RuntimeError, match="simulated out of memory"):
+        main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--data-dir", str(sst2_dir),
+              "--out", str(tmp_path / "r"), "--no-progress"])
+    [path] = records_under(tmp_path / "r")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and "simulated out of memory" in record["error"]
+    assert "metrics" not in record
+    assert not list((tmp_path / "r").rglob("*.tmp"))
