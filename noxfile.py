@@ -46,7 +46,7 @@ def _data_env() -> dict[str, str]:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite on CPU (gpu-marked tests skip themselves without CUDA)."""
-    _install(session, "dev")
+    _install(session, "dev,peft")
     session.run("pytest", *session.posargs, env=_data_env())
 
 
@@ -56,6 +56,6 @@ def bench_sst2(session: nox.Session) -> None:
 
     Pass CLI options after `--`, e.g. `nox -s bench-sst2 -- --profile paper --data-dir D`.
     """
-    _install(session, "dev")
+    _install(session, "dev,peft")
     session.run("mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--out", "results",
                 *session.posargs, env=_data_env())

@@ -33,6 +33,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "else the `datasets` library")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the per-phase memory measurement (recorded as not measured)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--k", type=_positive_int, help="examples per label (default: the profile's only k)")
     run.add_argument("--seed", type=int, help="data split and training seed (default: the profile's only seed)")
     run.add_argument("--lr", type=float, help="learning rate from the profile's grid (default: its only lr)")
+    run.add_argument("--batch-size", type=_positive_int,
+                     help="batch size from the grid for this k (default: its only value)")
 
     bench = commands.add_parser("bench", help="run every variant x k x seed x lr of a profile")
     _add_run_options(bench)
@@ -73,8 +77,9 @@ def _cmd_run(args) -> None:
 
     protocol = load_protocol(args.protocol)
     path = execute_run(RunRequest(protocol=protocol, profile=args.profile, variant=args.variant, k=args.k,
-                                  seed=args.seed, lr=args.lr, out_dir=args.out, data_dir=args.data_dir,
-                                  device=args.device, progress=not args.no_progress))
+                                  seed=args.seed, lr=args.lr, batch_size=args.batch_size, out_dir=args.out,
+                                  data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+                                  measure_memory=not args.no_memory))
     _print_summary([path])
 
 
@@ -84,30 +89,41 @@ def _cmd_bench(args) -> None:
     from harness.variants import get_variant
 
     protocol = load_protocol(args.protocol)
-    profile_name = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
-    profile = protocol.profile(profile_name)
-    variants = args.variants or list(profile.variants)
-    for name in variants:
-        get_variant(name)
-    grid = list(itertools.product(variants, profile.k, profile.seeds, profile.lr))
-    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile_name}: {len(grid)} run(s)",
+    protocol.check_lock()
+    profile = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
+    names = args.variants or list(protocol.profile_variants[profile])
+    grid = []
+    for name in names:
+        variant = get_variant(name)
+        settings = protocol.run_settings(profile, name)
+        missing = variant.missing_packages()
+        if missing:
+            print(f"bench: skipping {name}: needs {', '.join(missing)} (pip install 'mezo-bench[{','.join(missing)}]')",
+                  file=sys.stderr)
+            continue
+        grid += [(name, *point) for point in settings.grid()]
+    if not grid:
+        raise HarnessError(f"no variant of profile {profile!r} can run on this machine")
+    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(grid)} run(s)",
           file=sys.stderr)
     paths = []
-    for index, (variant, k, seed, lr) in enumerate(grid, start=1):
-        print(f"[{index}/{len(grid)}] {variant} k={k} seed={seed} lr={lr:g}", file=sys.stderr)
-        paths.append(execute_run(RunRequest(protocol=protocol, profile=profile_name, variant=variant, k=k,
-                                            seed=seed, lr=lr, out_dir=args.out, data_dir=args.data_dir,
-                                            device=args.device, progress=not args.no_progress)))
+    for index, (variant, k, seed, lr, batch_size) in enumerate(grid, start=1):
+        print(f"[{index}/{len(grid)}] {variant} k={k} seed={seed} lr={lr:g} batch={batch_size}", file=sys.stderr)
+        paths.append(execute_run(RunRequest(
+            protocol=protocol, profile=profile, variant=variant, k=k, seed=seed, lr=lr, batch_size=batch_size,
+            out_dir=args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+            measure_memory=not args.no_memory)))
     _print_summary(paths)
 
 
 def _print_summary(paths: list[Path]) -> None:
-    print(f"{'run':<58} {'zero-shot':>9} {'best dev':>8} {'test':>6}  record")
+    print(f"{'run':<60} {'zero-shot':>9} {'best dev':>8} {'test':>6} {'g==0':>6}  record")
     for path in paths:
         record = json.loads(path.read_text())
-        metrics = record["metrics"]
-        print(f"{record['run_id']:<58} {metrics['zero_shot_test_accuracy']:>9.4f} "
-              f"{metrics['best_dev_accuracy']:>8.4f} {metrics['test_accuracy']:>6.4f}  {path}")
+        metrics, sparsity = record["metrics"], record["sparsity"]
+        zero = f"{sparsity['zero_fraction']:>6.3f}" if sparsity else f"{'-':>6}"
+        print(f"{record['run_id']:<60} {metrics['zero_shot_test_accuracy']:>9.4f} "
+              f"{metrics['best_dev_accuracy']:>8.4f} {metrics['test_accuracy']:>6.4f} {zero}  {path}")
 
 
 def _cmd_splits(args) -> None:
@@ -135,14 +151,15 @@ def _cmd_protocol(args) -> None:
         print(f"{protocol.path}: version {protocol.version} matches its lock")
         return
     if args.profile:
-        protocol.profile(args.profile)   # unknown name: a clear error
-    names = [args.profile] if args.profile else list(protocol.profiles)
+        protocol.check_profile(args.profile)
+    names = [args.profile] if args.profile else protocol.profiles
     print(f"{protocol.name} v{protocol.version} (task {protocol.task}): {protocol.description}")
     print(f"auto profile: {protocol.auto_profile}")
-    for name in names:
-        print(f"\n[{name}] hash {protocol.profile_hash(name)}")
-        for key, value in protocol.profile(name).to_dict().items():
-            print(f"  {key:<16} {value}")
+    for profile in names:
+        for variant in protocol.profile_variants[profile]:
+            print(f"\n[{profile} / {variant}] hash {protocol.settings_hash(profile, variant)}")
+            for key, value in protocol.run_settings(profile, variant).to_dict().items():
+                print(f"  {key:<24} {value}")
 
 
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "protocol": _cmd_protocol}

@@ -7,6 +7,7 @@ on the task's training sentences (deterministic: same text and size, same tokeni
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,4 +111,49 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
     model.eval()   # MeZO's forward passes run without dropout
     info["num_parameters"] = sum(p.numel() for p in model.parameters())
     info["dtype"] = dtype
+    return LoadedModel(model=model, info=info)
+
+
+def as_sequence_classifier(masked_lm, num_labels: int, head_seed: int):
+    """RobertaForSequenceClassification on the masked LM's encoder, with a new random head
+    (what `from_pretrained` gives for a pretrained checkpoint, also for random-init ones)."""
+    from transformers import RobertaForSequenceClassification
+
+    config = copy.deepcopy(masked_lm.config)
+    config.num_labels = num_labels
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(head_seed)
+        classifier = RobertaForSequenceClassification(config)
+    classifier.roberta.load_state_dict(masked_lm.roberta.state_dict())
+    parameter = next(masked_lm.parameters())
+    return classifier.to(device=parameter.device, dtype=parameter.dtype).eval()
+
+
+def apply_lora(model, *, r: int, alpha: int, targets: tuple[str, ...], seed: int):
+    """Inject peft LoRA adapters in place (B = 0, so the model's function is unchanged) and
+    freeze everything else. Adapters are never merged: MeZO's eval-mode passes must see them."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise HarnessError("LoRA variants need peft: pip install 'mezo-bench[peft]'") from None
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        get_peft_model(model, config)   # modifies `model` in place; we keep using it directly
+    return model
+
+
+def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device) -> LoadedModel:
+    loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device)
+    model, info = loaded.model, dict(loaded.info)
+    if variant.head == "cls":
+        model = as_sequence_classifier(model, num_labels, head_seed=settings.init_seed)
+        info["head"] = f"RobertaForSequenceClassification (random head, seed {settings.init_seed})"
+    else:
+        info["head"] = "RobertaForMaskedLM label words"
+    if variant.parameters == "lora":
+        model = apply_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, targets=settings.lora_targets,
+                           seed=settings.init_seed)
+        info["lora"] = {"r": settings.lora_r, "alpha": settings.lora_alpha, "targets": list(settings.lora_targets)}
+    info["num_parameters"] = sum(p.numel() for p in model.parameters())
     return LoadedModel(model=model, info=info)

@@ -2,7 +2,8 @@
 
 A template is a list of parts, each tokenized on its own as LM-BFF does: "{sentence}" is
 the input (encoded without a leading space), a part equal to one of the tokenizer's special
-tokens ("<s>", "</s>", "<mask>") is that token, any other part is text.
+tokens ("<s>", "</s>", "<mask>") is that token, any other part is text. Masked-LM variants
+have one "<mask>"; classification-head variants none.
 Truncation shortens the sentence only, never the template.
 """
 
@@ -35,6 +36,10 @@ class Batch:
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    @property
+    def padded_tokens(self) -> int:
+        return self.attention_mask.numel()
+
 
 def label_word_ids(tokenizer, label_words: tuple[str, ...]) -> list[int]:
     ids = []
@@ -64,22 +69,21 @@ class PromptEncoder:
                                    f"tokenizer has none of that name; its special tokens: {sorted(special)}")
             else:
                 self.parts.append(tokenizer.encode(part, add_special_tokens=False))
-        if MASK_SLOT not in special or tokenizer.mask_token != MASK_SLOT:
+        if MASK_SLOT in template and tokenizer.mask_token != MASK_SLOT:
             raise HarnessError(f"the template's {MASK_SLOT!r} is not this tokenizer's mask token "
                                f"({tokenizer.mask_token!r})")
-        mask_index = template.index(MASK_SLOT)
-        self.mask_id = tokenizer.mask_token_id
+        # Templates without <mask> (classification-head variants) report position 0.
+        self._mask_index = template.index(MASK_SLOT) if MASK_SLOT in template else None
         self.template_length = sum(len(p) for p in self.parts if p is not None)
         self.sentence_budget = max_length - self.template_length
         if self.sentence_budget < 1:
             raise HarnessError(f"max_length={max_length} leaves no room for the sentence: the "
                                f"template alone takes {self.template_length} tokens")
-        self._mask_index = mask_index
 
     def encode(self, example: Example) -> EncodedExample:
         sentence = self.tokenizer.encode(example.sentence, add_special_tokens=False)[: self.sentence_budget]
         ids: list[int] = []
-        mask_position = -1
+        mask_position = 0
         for index, part in enumerate(self.parts):
             if index == self._mask_index:
                 mask_position = len(ids)

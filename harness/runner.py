@@ -1,4 +1,5 @@
-"""One run of a protocol: data -> prompt -> model -> zero-shot eval -> MeZO -> test -> record.
+"""One run of a protocol point: data -> prompt -> model -> liveness -> zero-shot eval ->
+training -> test of the best-dev checkpoint -> memory -> record.
 
 Every input is validated before anything is written; a bad value ends in one HarnessError
 and no record.
@@ -16,28 +17,33 @@ import torch
 
 from harness.data import load_task_data, make_k_shot_split
 from harness.errors import HarnessError
-from harness.modeling import load_model, load_tokenizer
-from harness.objective import LabelWordObjective
-from harness.prompt import EpochSampler, PromptEncoder, eval_batches, label_word_ids
-from harness.protocol import Protocol
+from harness.liveness import check_liveness
+from harness.memory import measure_memory
+from harness.modeling import build_model_for_variant, load_tokenizer
+from harness.objective import MaskedLMLabelWordHead, Objective, SequenceClassifierHead
+from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
+from harness.protocol import Protocol, RunSettings
 from harness.record import (SCHEMA_VERSION, device_info, git_state, new_run_id, package_versions,
                             record_path, utc_now, write_record)
-from harness.train import train_mezo
-from harness.variants import get_variant
+from harness.sparsity import summarize_projected_grads
+from harness.train import train_first_order, train_mezo
+from harness.variants import Variant, get_variant, require_installed
 
 
 @dataclass(frozen=True)
 class RunRequest:
     protocol: Protocol
-    profile: str          # a profile name or "auto"
+    profile: str              # a profile name or "auto"
     variant: str
-    k: int | None         # None: the profile's only value
+    k: int | None             # None: the settings' only value
     seed: int | None
     lr: float | None
     out_dir: Path
+    batch_size: int | None = None
     data_dir: str | None = None
     device: str = "auto"
     progress: bool = True
+    measure_memory: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,23 +56,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def choose(option: str, value, allowed: tuple, profile: str):
-    """A grid value from the profile: the given one if allowed, or the only one there is."""
+def choose(option: str, value, allowed: tuple, where: str):
+    """A grid value: the given one if the grid has it, or the grid's only value."""
     if value is None:
         if len(allowed) == 1:
             return allowed[0]
-        raise HarnessError(f"profile {profile!r} has {option} in {list(allowed)}: pass --{option} "
+        raise HarnessError(f"{where} has {option} in {list(allowed)}: pass --{option.replace('_', '-')} "
                            f"(or use `mezo-bench bench` to run them all)")
     matches = [a for a in allowed if (math.isclose(a, value, rel_tol=1e-9) if option == "lr" else a == value)]
     if not matches:
-        raise HarnessError(f"--{option} {value} is not in profile {profile!r}; allowed: {list(allowed)}")
+        raise HarnessError(f"--{option.replace('_', '-')} {value} is not in {where}; allowed: {list(allowed)}")
     return matches[0]
 
 
-def run_hyperparameters(profile, lr: float) -> dict:
-    """The profile's values for this run: the grids (k, seeds, lr, variants) become the chosen point."""
-    values = {key: value for key, value in profile.to_dict().items() if key not in ("k", "seeds", "lr", "variants")}
-    return {**values, "lr": lr}
+def run_hyperparameters(settings: RunSettings, lr: float, batch_size: int) -> dict:
+    """The settings for this run: the grids (k, seeds, lr, batch_size) become the chosen point."""
+    values = {key: value for key, value in settings.to_dict().items()
+              if key not in ("k", "seeds", "lr", "batch_size")}
+    return {**values, "lr": lr, "batch_size": batch_size}
+
+
+def build_objective(variant: Variant, model, label_ids: list[int]) -> Objective:
+    head = MaskedLMLabelWordHead(model, label_ids) if variant.head == "mlm" else SequenceClassifierHead(model)
+    return Objective(head, variant.loss)
 
 
 def execute_run(request: RunRequest) -> Path:
@@ -75,68 +87,80 @@ def execute_run(request: RunRequest) -> Path:
     protocol = request.protocol
     protocol.check_lock()
     device = resolve_device(request.device)
-    profile_name = protocol.resolve_profile_name(request.profile, device.type)
-    profile = protocol.profile(profile_name)
+    profile = protocol.resolve_profile_name(request.profile, device.type)
     variant = get_variant(request.variant)
-    if variant.name not in profile.variants:
-        raise HarnessError(f"variant {variant.name!r} is not part of profile {profile_name!r}; "
-                           f"its variants: {list(profile.variants)}")
+    settings = protocol.run_settings(profile, variant.name)
+    require_installed(variant)
+    where = f"profile {profile!r} variant {variant.name!r}"
     if request.k is not None and request.k < 1:
         raise HarnessError(f"--k must be an integer >= 1, got {request.k}")
-    k = choose("k", request.k, profile.k, profile_name)
-    seed = choose("seed", request.seed, profile.seeds, profile_name)
-    lr = choose("lr", request.lr, profile.lr, profile_name)
+    k = choose("k", request.k, settings.k, where)
+    seed = choose("seed", request.seed, settings.seeds, where)
+    lr = choose("lr", request.lr, settings.lr, where)
+    batch_size = choose("batch_size", request.batch_size, settings.batch_size[k], where)
 
     data = load_task_data(protocol.task, request.data_dir)
     split = make_k_shot_split(data, k, seed)
-    tokenizer = load_tokenizer(profile.tokenizer, data.train_sentences())
-    label_ids = label_word_ids(tokenizer.tokenizer, profile.label_words)
-    encoder = PromptEncoder(tokenizer.tokenizer, profile.template, profile.max_length)
+    tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences())
+    label_ids = label_word_ids(tokenizer.tokenizer, settings.label_words)
+    encoder = PromptEncoder(tokenizer.tokenizer, settings.template, settings.max_length)
     encoded = {name: encoder.encode_all(split.examples(name)) for name in ("train", "dev", "test")}
-    loaded = load_model(profile.model, tokenizer.tokenizer, init_seed=profile.init_seed,
-                        dtype=profile.dtype, device=device)
+    loaded = build_model_for_variant(variant, settings, tokenizer.tokenizer, data.task.num_labels, device)
     model = loaded.model
     if max(len(e.input_ids) for e in encoded["test"]) + 2 > model.config.max_position_embeddings:
-        raise HarnessError(f"max_length={profile.max_length} exceeds model {profile.model!r}'s "
+        raise HarnessError(f"max_length={settings.max_length} exceeds model {settings.model!r}'s "
                            f"{model.config.max_position_embeddings - 2} positions")
 
     pad_id = tokenizer.tokenizer.pad_token_id
-    objective = LabelWordObjective(model, label_ids)
-    batches = {name: eval_batches(encoded[name], profile.eval_batch_size, pad_id, device) for name in encoded}
-    sampler = EpochSampler(encoded["train"], profile.batch_size, seed, pad_id, device)
+    objective = build_objective(variant, model, label_ids)
+    batches = {name: eval_batches(encoded[name], settings.eval_batch_size, pad_id, device) for name in encoded}
+    sampler = EpochSampler(encoded["train"], batch_size, seed, pad_id, device)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
+    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=settings.eps, seed=seed)
+    perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
+
     run_id = new_run_id(variant.name, k, seed, lr, started_at)
-    path = record_path(request.out_dir, protocol.task, protocol.name, protocol.version, profile_name, run_id)
+    path = record_path(request.out_dir, protocol.task, protocol.name, protocol.version, profile, run_id)
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "status": "running",
         "created_utc": started_at.isoformat(),
-        "protocol": {"name": protocol.name, "version": protocol.version, "profile": profile_name,
-                     "hash": protocol.profile_hash(profile_name), "path": str(protocol.path)},
-        "variant": {"name": variant.name, "backend": variant.backend, "objective": variant.objective,
+        "protocol": {"name": protocol.name, "version": protocol.version, "profile": profile,
+                     "hash": protocol.settings_hash(profile, variant.name), "path": str(protocol.path)},
+        "variant": {"name": variant.name, "backend": variant.backend, "head": variant.head, "loss": variant.loss,
                     "parameters": variant.parameters, "optimizer": variant.optimizer},
         "task": protocol.task,
         "k": k,
         "seed": seed,
-        "hyperparameters": run_hyperparameters(profile, lr),
+        "hyperparameters": run_hyperparameters(settings, lr, batch_size),
         "data": {"source": data.source, "source_sha256": data.source_sha256,
                  "split_sha256": split.sha256(), "split_sizes": {n: len(split.lines[n]) for n in split.lines}},
-        "model": {**loaded.info, "trainable_parameters": sum(p.numel() for _, p in trainable)},
+        "model": {**loaded.info, "trainable_parameters": sum(p.numel() for _, p in trainable),
+                  "updated_parameters": sum(p.numel() for _, p in perturbed)},
         "tokenizer": tokenizer.info,
+        "liveness": {"groups": len(liveness.live) + len(liveness.dead), "dead_groups": liveness.dead,
+                     "dead_groups_perturbed": settings.perturb_dead_parameters},
         "environment": {"packages": package_versions(), "device": device_info(device)},
         "git": git_state(),
     }
 
     try:
         zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
-        train_loss_start = objective.mean_loss(batches["train"])
-        result = train_mezo(objective=objective, trainable=trainable, sampler=sampler,
-                            dev_batches=batches["dev"], steps=profile.steps, lr=lr, eps=profile.eps,
-                            weight_decay=profile.weight_decay, eval_every=profile.eval_every, seed=seed,
-                            progress=request.progress)
-        train_loss_end = objective.mean_loss(batches["train"])
+        train_loss_start = objective.mean_cross_entropy(batches["train"])
+        common = dict(objective=objective, trainable=perturbed, sampler=sampler, dev_batches=batches["dev"],
+                      steps=settings.steps, lr=lr, weight_decay=settings.weight_decay,
+                      lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=seed,
+                      progress=request.progress)
+        if variant.optimizer == "mezo":
+            result = train_mezo(eps=settings.eps, **common)
+        else:
+            result = train_first_order(dropout=settings.dropout, **common)
+        train_loss_end = objective.mean_cross_entropy(batches["train"])
+        memory = (measure_memory(objective, perturbed, collate(encoded["train"][:batch_size], pad_id, device),
+                                 lr=lr, eps=settings.eps, weight_decay=settings.weight_decay, dropout=settings.dropout)
+                  if request.measure_memory else {"error": "not measured (--no-memory)"})
         model.load_state_dict(result.best_state)
         test_accuracy = objective.accuracy(batches["test"])
     except Exception as error:
@@ -158,10 +182,11 @@ def execute_run(request: RunRequest) -> Path:
             "train_loss_end": train_loss_end,
             "dev_history": result.dev_history,
         },
-        loss_curve={"stride": result.curve_stride, "steps": result.curve_steps,
-                    "loss_plus": result.loss_plus, "loss_minus": result.loss_minus,
-                    "projected_grad": result.projected_grad},
-        timing={"wall_seconds": time.perf_counter() - wall_started, "train_seconds": result.train_seconds,
-                "eval_seconds": result.eval_seconds, "steps_per_second": profile.steps / result.train_seconds},
+        sparsity=(summarize_projected_grads(result.projected_grads, settings.sparsity_threshold)
+                  if variant.optimizer == "mezo" else None),
+        throughput=result.throughput.summary(settings.steps),
+        memory=memory,
+        loss_curve={"stride": result.curve_stride, **result.curve},
+        timing={"wall_seconds": time.perf_counter() - wall_started},
     )
     return write_record(record, path)

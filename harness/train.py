@@ -1,7 +1,10 @@
-"""The MeZO training loop, top to bottom (compare with the paper's Algorithm 1).
+"""The training loops, each readable top to bottom: MeZO (the paper's Algorithm 1) and
+first-order fine-tuning (the FT baseline).
 
 Evaluation as published: dev accuracy every `eval_every` steps (and at the last step);
 the best-dev parameters are kept on the CPU; the caller tests that checkpoint.
+Time is split into forward, update (perturbations + update for MeZO, backward + optimizer
+for FT) and evaluation; on a GPU the clocks are read after synchronising.
 """
 
 from __future__ import annotations
@@ -15,68 +18,178 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.mezo import MeZO
-from harness.objective import LabelWordObjective
+from harness.objective import Objective
 from harness.prompt import Batch, EpochSampler
 
 MAX_CURVE_POINTS = 10_000
-
-
-@dataclass
-class TrainResult:
-    curve_stride: int
-    curve_steps: list[int] = field(default_factory=list)
-    loss_plus: list[float] = field(default_factory=list)
-    loss_minus: list[float] = field(default_factory=list)
-    projected_grad: list[float] = field(default_factory=list)
-    dev_history: list[dict] = field(default_factory=list)   # {"step", "dev_accuracy"}
-    best_dev_accuracy: float = float("-inf")
-    best_step: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
 
 
 def curve_stride(steps: int) -> int:
     return max(1, -(-steps // MAX_CURVE_POINTS))
 
 
+def scheduled_lr(base_lr: float, step: int, steps: int, schedule: str) -> float:
+    """lr for 1-based `step`: constant, or linear decay to 0 over the run (no warm-up)."""
+    return base_lr if schedule == "constant" else base_lr * (1.0 - (step - 1) / steps)
+
+
 def cpu_state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
 
 
-def train_mezo(*, objective: LabelWordObjective, trainable: list[tuple[str, torch.Tensor]],
-               sampler: EpochSampler, dev_batches: list[Batch], steps: int, lr: float, eps: float,
-               weight_decay: float, eval_every: int, seed: int, progress: bool = True) -> TrainResult:
+class Clock:
+    """Wall-clock seconds, synchronising a CUDA device first so queued kernels count."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+@dataclass
+class Throughput:
+    forward_passes: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    forward_seconds: float = 0.0
+    update_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    train_seconds: float = 0.0   # forward + update, evaluation excluded
+
+    def count_forward(self, batch: Batch, seconds: float) -> None:
+        self.forward_passes += 1
+        self.real_tokens += batch.real_tokens
+        self.padded_tokens += batch.padded_tokens
+        self.forward_seconds += seconds
+
+    def summary(self, steps: int) -> dict:
+        seconds = self.train_seconds
+        return {
+            "steps_per_second": steps / seconds,
+            "forward_passes_per_second": self.forward_passes / seconds,
+            "tokens_per_second": self.real_tokens / seconds,   # real tokens only, no padding
+            "padding_fraction": 1.0 - self.real_tokens / self.padded_tokens,
+            "forward_passes": self.forward_passes,
+            "real_tokens": self.real_tokens,
+            "forward_seconds": self.forward_seconds,
+            "update_seconds": self.update_seconds,
+            "eval_seconds": self.eval_seconds,
+            "train_seconds": seconds,
+        }
+
+
+@dataclass
+class TrainResult:
+    curve_stride: int
+    curve: dict[str, list] = field(default_factory=dict)      # "steps" plus per-step series
+    projected_grads: list[float] = field(default_factory=list)   # every step (MeZO only)
+    dev_history: list[dict] = field(default_factory=list)        # {"step", "dev_accuracy"}
+    best_dev_accuracy: float = float("-inf")
+    best_step: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    throughput: Throughput = field(default_factory=Throughput)
+
+    def log_curve(self, step: int, **values: float) -> None:
+        if step == 1 or step % self.curve_stride == 0:
+            self.curve.setdefault("steps", []).append(step)
+            for name, value in values.items():
+                self.curve.setdefault(name, []).append(value)
+
+
+def _evaluate(result: TrainResult, objective: Objective, dev_batches: list[Batch], step: int, clock: Clock) -> float:
+    started = clock.now()
+    dev_accuracy = objective.accuracy(dev_batches)
+    result.dev_history.append({"step": step, "dev_accuracy": dev_accuracy})
+    if dev_accuracy > result.best_dev_accuracy:   # ties keep the earlier checkpoint
+        result.best_dev_accuracy, result.best_step = dev_accuracy, step
+        result.best_state = cpu_state_copy(objective.model)
+    result.throughput.eval_seconds += clock.now() - started
+    return dev_accuracy
+
+
+def _progress_bar(steps: int, desc: str, enabled: bool):
+    # In a log file (no TTY) redraw every 5 s rather than every step.
+    return tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 5.0)
+
+
+def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
+               dev_batches: list[Batch], steps: int, lr: float, eps: float, weight_decay: float,
+               lr_schedule: str, eval_every: int, seed: int, progress: bool = True) -> TrainResult:
     engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
     step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
     result = TrainResult(curve_stride=curve_stride(steps))
-    # In a log file (no TTY) redraw every 5 s rather than every step.
-    bar = tqdm(range(1, steps + 1), desc="MeZO", unit="step", disable=not progress, dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 5.0)
-    started = time.perf_counter()
+    clock = Clock(trainable[0][1].device)
+    objective.model.eval()                      # no dropout in the zeroth-order passes
+    bar = _progress_bar(steps, "MeZO", progress)
 
     for step in bar:
         batch = sampler.next()
-        step_result = engine.step(lambda: float(objective.loss(batch)),
-                                  seed=int(step_seeds.integers(0, 2**31 - 1)))
+        forward_seconds_before = result.throughput.forward_seconds
 
-        if step % result.curve_stride == 0 or step == 1:
-            result.curve_steps.append(step)
-            result.loss_plus.append(step_result.loss_plus)
-            result.loss_minus.append(step_result.loss_minus)
-            result.projected_grad.append(step_result.projected_grad)
+        def loss_on_batch() -> float:
+            started = clock.now()
+            loss = float(objective.loss(batch))
+            result.throughput.count_forward(batch, clock.now() - started)
+            return loss
 
+        engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
+        step_started = clock.now()
+        out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
+        step_seconds = clock.now() - step_started
+        result.throughput.train_seconds += step_seconds
+        result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds - forward_seconds_before)
+
+        result.projected_grads.append(out.projected_grad)
+        result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
         if step % eval_every == 0 or step == steps:
-            eval_started = time.perf_counter()
-            dev_accuracy = objective.accuracy(dev_batches)
-            result.dev_history.append({"step": step, "dev_accuracy": dev_accuracy})
-            if dev_accuracy > result.best_dev_accuracy:   # ties keep the earlier checkpoint
-                result.best_dev_accuracy, result.best_step = dev_accuracy, step
-                result.best_state = cpu_state_copy(objective.model)
-            result.eval_seconds += time.perf_counter() - eval_started
-            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
+            dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
+            bar.set_postfix(loss=f"{out.loss_plus:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
         elif step % 10 == 0:
-            bar.set_postfix(loss=f"{step_result.loss_plus:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{out.loss_plus:.4f}", refresh=False)
+    return result
 
-    result.train_seconds = time.perf_counter() - started - result.eval_seconds
+
+def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
+                      dev_batches: list[Batch], steps: int, lr: float, weight_decay: float, lr_schedule: str,
+                      dropout: bool, eval_every: int, seed: int, progress: bool = True) -> TrainResult:
+    """AdamW on the cross-entropy of the objective's logits, with backprop."""
+    params = [param for _, param in trainable]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda index: scheduled_lr(1.0, index + 1, steps, lr_schedule))
+    result = TrainResult(curve_stride=curve_stride(steps))
+    clock = Clock(params[0].device)
+    model = objective.model
+    bar = _progress_bar(steps, "FT", progress)
+
+    with torch.random.fork_rng(devices=[params[0].device] if params[0].device.type == "cuda" else []):
+        torch.manual_seed(seed)                 # dropout masks
+        for step in bar:
+            batch = sampler.next()
+            model.train(dropout)
+            started = clock.now()
+            loss = objective.cross_entropy(batch)
+            forward_done = clock.now()
+            result.throughput.count_forward(batch, forward_done - started)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            finished = clock.now()
+            result.throughput.update_seconds += finished - forward_done
+            result.throughput.train_seconds += finished - started
+            model.eval()
+
+            result.log_curve(step, loss=float(loss.detach()))
+            if step % eval_every == 0 or step == steps:
+                dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
+            elif step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
     return result

@@ -6,7 +6,7 @@ import torch
 from conftest import build_micro_model
 from harness.data import Example
 from harness.mezo import MeZO
-from harness.objective import LabelWordObjective
+from harness.objective import MaskedLMLabelWordHead, Objective
 from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
 from harness.train import train_mezo
 
@@ -18,7 +18,7 @@ SENTENCES = ["a great movie", "a terrible movie", "the plot was great", "the act
 def micro_objective(tokenizer, model):
     encoder = PromptEncoder(tokenizer, TEMPLATE, 64)
     encoded = encoder.encode_all([Example(s, int("great" in s)) for s in SENTENCES])
-    objective = LabelWordObjective(model, label_word_ids(tokenizer, (" terrible", " great")))
+    objective = Objective(MaskedLMLabelWordHead(model, label_word_ids(tokenizer, (" terrible", " great"))))
     return objective, encoded
 
 
@@ -103,15 +103,15 @@ def run_loop(tokenizer, seed, steps=15):
     sampler = EpochSampler(encoded, 3, seed, tokenizer.pad_token_id, device)
     dev = eval_batches(encoded, 8, tokenizer.pad_token_id, device)
     return train_mezo(objective=objective, trainable=list(model.named_parameters()), sampler=sampler,
-                      dev_batches=dev, steps=steps, lr=1e-3, eps=1e-3, weight_decay=0.0, eval_every=5,
+                      dev_batches=dev, steps=steps, lr=1e-3, eps=1e-3, weight_decay=0.0, lr_schedule="constant", eval_every=5,
                       seed=seed, progress=False)
 
 
 def test_same_seed_same_losses_other_seed_other_losses(micro_tokenizer):
     first, again, other = run_loop(micro_tokenizer, 13), run_loop(micro_tokenizer, 13), run_loop(micro_tokenizer, 21)
-    assert first.loss_plus == again.loss_plus and first.projected_grad == again.projected_grad
-    assert first.loss_plus != other.loss_plus
-    assert len(first.loss_plus) == 15 and [h["step"] for h in first.dev_history] == [5, 10, 15]
+    assert first.curve["loss_plus"] == again.curve["loss_plus"] and first.projected_grads == again.projected_grads
+    assert first.curve["loss_plus"] != other.curve["loss_plus"]
+    assert len(first.curve["loss_plus"]) == 15 and len(first.projected_grads) == 15 and [h["step"] for h in first.dev_history] == [5, 10, 15]
     assert first.best_step in (5, 10, 15) and first.best_state is not None
     assert first.best_state["lm_head.dense.weight"].device.type == "cpu"
 

@@ -5,7 +5,7 @@ import torch
 
 from harness.data import Example
 from harness.errors import HarnessError
-from harness.objective import LabelWordObjective
+from harness.objective import MaskedLMLabelWordHead
 from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
 
 TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
@@ -54,7 +54,7 @@ def test_label_word_logits_equal_full_masked_lm_logits(micro_tokenizer, micro_mo
     examples = [Example(s, i % 2) for i, s in enumerate(["a great movie", "the acting was terrible and dull", "great fun"])]
     batch = collate(encoder.encode_all(examples), micro_tokenizer.pad_token_id, torch.device("cpu"))
     label_ids = label_word_ids(micro_tokenizer, (" terrible", " great"))
-    ours = LabelWordObjective(micro_model, label_ids).logits(batch)
+    ours = MaskedLMLabelWordHead(micro_model, label_ids)(batch)
     with torch.no_grad():
         full = micro_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     reference = full[torch.arange(3), batch.mask_positions][:, label_ids]

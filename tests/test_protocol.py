@@ -1,4 +1,4 @@
-"""Unit tests: the protocol file, its validation and its version lock."""
+"""Unit tests: the protocol file, its layering, validation and version lock."""
 
 import shutil
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.protocol import load_protocol
+from harness.variants import VARIANTS
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "benchmarks" / "sst2" / "protocol.toml"
 
@@ -25,16 +26,41 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def test_paper_profile_is_the_published_protocol():
-    paper = load_protocol(PROTOCOL).profile("paper")
+def test_paper_mezo_is_the_published_protocol():
+    paper = load_protocol(PROTOCOL).run_settings("paper", "hf-mlm")
     assert paper.model == "roberta-large"
     assert paper.k == (16, 512)
     assert paper.seeds == (13, 21, 42, 87, 100)
-    assert paper.steps == 100_000 and paper.eval_every == 10_000 and paper.batch_size == 64
+    assert paper.steps == 100_000 and paper.eval_every == 10_000
+    assert paper.batch_size == {16: (64,), 512: (64,)}
     assert paper.lr == (1e-7, 1e-6, 1e-5) and paper.eps == 1e-3 and paper.weight_decay == 0.0
+    assert paper.lr_schedule == "constant" and paper.dropout is False
     assert paper.dtype == "float32" and paper.max_length == 128
     assert paper.template == ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
     assert paper.label_words == (" terrible", " great")
+
+
+def test_paper_lora_and_ft_grids_are_table_15():
+    protocol = load_protocol(PROTOCOL)
+    lora = protocol.run_settings("paper", "hf-mlm-lora")
+    assert lora.lr == (1e-5, 5e-5, 1e-4) and lora.weight_decay == 0.1 and lora.eps == 1e-3
+    assert (lora.lora_r, lora.lora_alpha, lora.lora_targets) == (8, 16, ("query", "value"))
+    assert lora.steps == 100_000
+    ft = protocol.run_settings("paper", "hf-ft")
+    assert ft.lr == (1e-5, 3e-5, 5e-5) and ft.steps == 1000
+    assert ft.batch_size == {16: (2, 4, 8), 512: (8, 16, 32)}
+    assert ft.lr_schedule == "linear" and ft.dropout is True
+    assert len(ft.grid()) == 2 * 5 * 3 * 3
+    assert protocol.run_settings("paper", "hf-cls").template == ("<s>", "{sentence}", "</s>")
+
+
+def test_layering_defaults_profile_variant_override():
+    protocol = load_protocol(PROTOCOL)
+    assert protocol.run_settings("paper", "hf-ft").steps == 1000            # [variants] beats [profiles]
+    assert protocol.run_settings("smoke", "hf-ft").steps == 200             # [profiles.overrides] beats [variants]
+    assert protocol.run_settings("smoke", "hf-mlm").steps == 400            # [profiles] beats [defaults]
+    assert protocol.run_settings("smoke", "hf-mlm").eval_batch_size == 64   # [defaults]
+    assert set(protocol.profile_variants["smoke"]) == set(VARIANTS)
 
 
 def test_committed_protocol_matches_its_lock():
@@ -47,23 +73,22 @@ def test_auto_profile_depends_on_device():
     assert protocol.resolve_profile_name("auto", "cuda") == "quick"
 
 
-def test_hash_is_stable_and_changes_with_any_value(protocol_copy):
-    before = load_protocol(protocol_copy).profile_hash("smoke")
-    assert before == load_protocol(protocol_copy).profile_hash("smoke")
-    edit(protocol_copy, "steps = 400\n", "steps = 401\n")
-    changed = load_protocol(protocol_copy)
-    assert changed.profile_hash("smoke") != before
-    assert changed.profile_hash("paper") == load_protocol(PROTOCOL).profile_hash("paper")
+def test_hash_changes_only_for_what_changed(protocol_copy):
+    before = load_protocol(protocol_copy).current_hashes()
+    assert before == load_protocol(protocol_copy).current_hashes()
+    edit(protocol_copy, "[profiles.smoke.overrides.hf-ft]\nlr = [1e-3]", "[profiles.smoke.overrides.hf-ft]\nlr = [2e-3]")
+    after = load_protocol(protocol_copy).current_hashes()
+    assert {key for key in before if before[key] != after[key]} == {"smoke/hf-ft"}
 
 
 def test_changing_a_value_without_bumping_version_fails_the_lock(protocol_copy):
     edit(protocol_copy, "steps = 400\n", "steps = 401\n")
-    with pytest.raises(HarnessError, match=r"profile\(s\) smoke differ .* bump `version`"):
+    with pytest.raises(HarnessError, match=r"smoke/hf-cls, .* differ from what version 2 locked; bump `version`"):
         load_protocol(protocol_copy).check_lock()
     with pytest.raises(HarnessError, match="already locked"):
         load_protocol(protocol_copy).write_lock()
-    edit(protocol_copy, "version = 1", "version = 2")
-    with pytest.raises(HarnessError, match="version 2 is not locked"):
+    edit(protocol_copy, "version = 2", "version = 3")
+    with pytest.raises(HarnessError, match="version 3 is not locked"):
         load_protocol(protocol_copy).check_lock()
     bumped = load_protocol(protocol_copy)
     bumped.write_lock()
@@ -73,18 +98,26 @@ def test_changing_a_value_without_bumping_version_fails_the_lock(protocol_copy):
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ("steps = 400\n", "stepz = 400\n", r"unknown key 'stepz'; allowed keys: batch_size, dtype"),
-        ("k = [16]\nseeds = [13]", "k = [0]\nseeds = [13]", r"\[profiles.smoke\]: field 'k' must be a non-empty list of integers >= 1"),
+        ("steps = 400\n", "stepz = 400\n", r"\[profiles.smoke\]: unknown key 'stepz'; allowed keys: batch_size, dropout, dtype"),
+        ("k = [16]\nseeds = [13, 42]", "k = [0]\nseeds = [13, 42]", r"\[profiles.smoke\] variant hf-mlm: field 'k' must be a non-empty list of integers >= 1"),
         ('dtype = "float32"', 'dtype = "fp8"', r"field 'dtype' must be one of \['float32', 'bfloat16', 'float16'\], got 'fp8'"),
         ("eps = 1e-3 ", "eps = -1e-3 ", r"field 'eps' must be a positive number"),
-        ("eval_every = 100\n", "eval_every = 1000\n", r"field 'eval_every' must be <= steps \(400\)"),
+        ("steps = 400\neval_every = 100\n", "steps = 400\neval_every = 1000\n", r"field 'eval_every' must be <= steps \(400\)"),
         ('"random-init:tiny"', '"random-init:huge"', r"random-init config must be one of"),
-        ('variants = ["hf-mlm"]', 'variants = ["hf-nope"]', r"field 'variants' must be a non-empty list of known variants"),
-        ('label_words = [" terrible", " great"]', 'label_words = [" terrible", " ok", " great"]', r"needs 2 words for task 'sst2'"),
-        ('"<mask>", ".", "</s>"]', '".", "</s>"]', r"must contain '<mask>' exactly once"),
+        ('variants = ["hf-mlm", ', 'variants = ["hf-nope", ', r"field 'variants' must be a non-empty list of known variants"),
+        ('label_words = [" terrible", " great"]', 'label_words = [" terrible", " ok", " great"]', r"field 'label_words' needs 2 words for this task"),
+        ('"<mask>", ".", "</s>"]', '".", "</s>"]', r"variant hf-mlm: field 'template' must contain '<mask>' exactly once for a masked-LM variant"),
+        ('template = ["<s>", "{sentence}", "</s>"]   # no prompt', 'template = ["<s>", "{sentence}", "<mask>", "</s>"]   # no prompt', r"variant hf-cls: field 'template' must not contain '<mask>'"),
+        ("lora_r = 8\n", "", r"variant hf-mlm-lora: field 'lora_r' must be set for a LoRA variant"),
+        ("batch_size = { 16 = [2, 4, 8], 512 = [8, 16, 32] }", "batch_size = { 512 = [8, 16, 32] }", r"field 'batch_size \(k=16\)' must be a non-empty list of integers >= 1"),
+        ('lr_schedule = "linear"', 'lr_schedule = "cosine"', r"field 'lr_schedule' must be one of \['constant', 'linear'\]"),
+        ("dropout = true", "dropout = 1", r"field 'dropout' must be true or false"),
         ('cpu = "smoke"', 'cpu = "tiny"', r"field 'cpu' must name a profile"),
         ('task = "sst2"', 'task = "sst9"', r"field 'task' must be one of \['sst2'\]"),
-        ('lr = [1e-3]', 'lr = ["fast"]', r"field 'lr' must be a non-empty list of positive numbers"),
+        ("lr = [1e-3]\nsteps = 400", 'lr = ["fast"]\nsteps = 400', r"field 'lr' must be a non-empty list of positive numbers"),
+        ("[profiles.smoke.overrides.hf-ft]", "[profiles.smoke.overrides.hf-zz]", r"overrides.hf-zz is for a variant the profile does not run"),
+        ("[variants.hf-cls]", "[variants.hf-zz]", r"\[variants.hf-zz\]: unknown variant"),
+        ("[variants.hf-ft]\n", "[variants.hf-ft]\nvariants = []\n", r"\[variants.hf-ft\]: unknown key 'variants'"),
     ],
 )
 def test_bad_values_name_the_field(protocol_copy, old, new, message):
@@ -93,9 +126,12 @@ def test_bad_values_name_the_field(protocol_copy, old, new, message):
         load_protocol(protocol_copy)
 
 
-def test_unknown_profile_lists_the_known_ones():
+def test_unknown_profile_and_variant_list_the_known_ones():
+    protocol = load_protocol(PROTOCOL)
     with pytest.raises(HarnessError, match=r"unknown profile 'fast' .* profiles: paper, quick, smoke"):
-        load_protocol(PROTOCOL).profile("fast")
+        protocol.run_settings("fast", "hf-mlm")
+    with pytest.raises(HarnessError, match=r"variant 'hf-x' is not part of profile 'smoke'"):
+        protocol.run_settings("smoke", "hf-x")
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -32,8 +32,8 @@ def records_under(folder: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def smoke_record(sst2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    assert main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--data-dir", str(sst2_dir), "--out", str(out),
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+                 "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     [path] = records_under(out)
     return path, json.loads(path.read_text())
 
@@ -42,7 +42,7 @@ def smoke_record(sst2_dir, tmp_path_factory):
 def test_smoke_run_lowers_the_training_loss(smoke_record):
     _, record = smoke_record
     metrics = record["metrics"]
-    assert record["status"] == "completed"
+    assert record["status"] == "completed" and record["schema_version"] == 2
     assert metrics["train_loss_start"] == pytest.approx(0.6778, abs=1e-3)   # ~ln 2 for a random head
     assert metrics["train_loss_end"] < 0.35
 
@@ -61,14 +61,18 @@ def test_smoke_losses_are_pinned(smoke_record):
 def test_record_describes_its_run(smoke_record):
     path, record = smoke_record
     protocol = load_protocol(PROTOCOL)
-    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v1", "smoke")
+    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v2", "smoke")
     assert path.stem == record["run_id"]
-    assert record["protocol"] == {"name": "sst2-mezo", "version": 1, "profile": "smoke",
-                                  "hash": protocol.profile_hash("smoke"), "path": str(PROTOCOL)}
-    assert record["variant"]["name"] == "hf-mlm" and record["task"] == "sst2"
+    assert record["protocol"] == {"name": "sst2-mezo", "version": 2, "profile": "smoke",
+                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(PROTOCOL)}
+    assert record["variant"] == {"name": "hf-mlm", "backend": "hf", "head": "mlm", "loss": "ce",
+                                 "parameters": "full", "optimizer": "mezo"}
+    assert record["task"] == "sst2"
     assert (record["k"], record["seed"]) == (16, 13)
     assert record["hyperparameters"]["lr"] == 1e-3 and record["hyperparameters"]["eps"] == 1e-3
     assert record["hyperparameters"]["steps"] == 400 and record["hyperparameters"]["batch_size"] == 64
+    assert record["liveness"] == {"groups": 23, "dead_groups": [], "dead_groups_perturbed": False}
+    assert record["model"]["updated_parameters"] == record["model"]["trainable_parameters"] == 370_560
     assert {k: record["data"]["split_sha256"][k] for k in ("train", "dev")} == SMOKE_SPLIT_SHA256
     assert record["data"]["split_sizes"] == {"train": 32, "dev": 32, "test": 872}
     assert record["model"]["id"] == "random-init:tiny" and record["model"]["revision"] is None
@@ -82,7 +86,18 @@ def test_record_describes_its_run(smoke_record):
     assert "peft" in packages and "sglang" in packages
     assert record["environment"]["device"]["hardware_class"] == "cpu"
     assert set(record["git"]) == {"commit", "dirty", "root"}
-    assert record["timing"]["wall_seconds"] > record["timing"]["train_seconds"] > 0
+    throughput = record["throughput"]
+    assert throughput["forward_passes"] == 800                      # two per MeZO step
+    assert throughput["real_tokens"] % 800 == 0                     # full batch: the same 32 examples each pass
+    assert 0 < throughput["padding_fraction"] < 1
+    assert throughput["train_seconds"] == pytest.approx(throughput["forward_seconds"] + throughput["update_seconds"])
+    assert record["timing"]["wall_seconds"] > throughput["train_seconds"] > 0
+    sparsity = record["sparsity"]
+    assert sparsity["steps"] == 400 and sparsity["zero_fraction"] == 0.0 and sparsity["tiny_threshold"] == 1e-6
+    memory = record["memory"]
+    assert set(memory["phases"]) == {"inference", "mezo_step", "first_order_step"}
+    assert memory["ratios"]["mezo_over_inference"] == pytest.approx(
+        memory["phases"]["mezo_step"]["peak_bytes"] / memory["phases"]["inference"]["peak_bytes"])
 
 
 def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
@@ -98,7 +113,7 @@ def test_protocol_command_checks_the_lock(capsys):
     code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--check")
     assert code == 0 and "matches its lock" in out
     code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--profile", "smoke")
-    assert code == 0 and load_protocol(PROTOCOL).profile_hash("smoke") in out
+    assert code == 0 and load_protocol(PROTOCOL).settings_hash("smoke", "hf-ft") in out
 
 
 @pytest.fixture
@@ -122,9 +137,10 @@ def malformed_data_dir(tmp_path):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown-variant", "unknown variant 'hf-nope'; known variants: hf-mlm"),
+        ("unknown-variant", "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-mlm"),
         ("k-zero", "argument --k: must be an integer >= 1, got 0"),
-        ("k-off-grid", "--k 32 is not in profile 'smoke'; allowed: [16]"),
+        ("k-off-grid", "--k 32 is not in profile 'smoke' variant 'hf-mlm'; allowed: [16]"),
+        ("batch-off-grid", "--batch-size 3 is not in profile 'smoke' variant 'hf-mlm'; allowed: [64]"),
         ("missing-data-dir", "data directory not found"),
         ("malformed-tsv", "train.tsv line 3: expected 2 tab-separated fields"),
         ("multi-token-label-word", "label word ' terrible' must be a single token"),
@@ -141,6 +157,8 @@ def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, 
         extra = ["--k", 0]
     elif case == "k-off-grid":
         extra = ["--k", 32]
+    elif case == "batch-off-grid":
+        extra = ["--batch-size", 3]
     elif case == "missing-data-dir":
         args["--data-dir"] = tmp_path / "no-such-dir"
     elif case == "malformed-tsv":
@@ -149,7 +167,7 @@ def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, 
         args["--protocol"] = bpe2000_protocol
     elif case == "unknown-profile":
         args["--profile"] = "fast"
-    argv = ["run", "--no-progress", *[x for pair in args.items() for x in pair], *extra]
+    argv = ["run", "--no-progress", "--seed", 13, *[x for pair in args.items() for x in pair], *extra]
     code, _, err = cli(capsys, *argv)
     assert code == 2
     assert message in err
@@ -172,7 +190,7 @@ def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monk
 
     monkeypatch.setattr(harness.runner, "train_mezo", crash)
     with pytest.raises(RuntimeError, match="simulated out of memory"):
-        main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--data-dir", str(sst2_dir),
+        main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
               "--out", str(tmp_path / "r"), "--no-progress"])
     [path] = records_under(tmp_path / "r")
     record = json.loads(path.read_text())
