@@ -59,3 +59,24 @@ def bench_sst2(session: nox.Session) -> None:
     _install(session, "dev,peft")
     session.run("mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--out", "results",
                 *session.posargs, env=_data_env())
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """Run the smoke profile on CPU and gate it against the committed baseline.
+
+    `nox -s gate -- --record-baseline` instead runs it into results/baselines (a new
+    baseline: the gate uses the latest record of each run, so nothing is rewritten).
+    """
+    _install(session, "dev,peft")
+    bench = ["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", "smoke",
+             "--device", "cpu", "--no-progress"]
+    if "--record-baseline" in session.posargs:
+        session.run(*bench, "--out", "results/baselines", env=_data_env())
+        return
+    tmp = Path(session.create_tmp())
+    candidate = tmp / "gate-candidate"
+    shutil.rmtree(candidate, ignore_errors=True)
+    session.run(*bench, "--out", str(candidate), env=_data_env())
+    session.run("mezo-bench", "gate", "--baseline", "results/baselines", "--candidate", str(candidate),
+                "--out", str(tmp / "gate-report"), *session.posargs)

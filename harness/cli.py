@@ -11,6 +11,9 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 DEFAULT_PROTOCOL = "benchmarks/sst2/protocol.toml"
+DEFAULT_PAPER = "benchmarks/sst2/paper.toml"
+DEFAULT_CLAIMS = "benchmarks/sst2/claims.toml"
+DEFAULT_GATE = "benchmarks/gate.toml"
 
 
 def _positive_int(text: str) -> int:
@@ -61,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     splits.add_argument("--seed", type=int, required=True)
     splits.add_argument("--data-dir", default=None)
     splits.add_argument("--out", type=Path, required=True, help="folder for train.tsv, dev.tsv, test.tsv")
+
+    report = commands.add_parser("report", help="aggregate records like the paper: tables and figures")
+    report.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
+    report.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
+    report.add_argument("--out", type=Path, default=Path("results/report"), help="output folder (default: results/report)")
+
+    claims = commands.add_parser("claims", help="verdict for every claim in the ledger, computed from records")
+    claims.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
+    claims.add_argument("--claims", type=Path, default=Path(DEFAULT_CLAIMS), help=f"claims ledger (default: {DEFAULT_CLAIMS})")
+    claims.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
+    claims.add_argument("--out", type=Path, default=None, help="also write claims.md and claims.json here")
+
+    gate = commands.add_parser("gate", help="compare candidate records with a baseline; exit 1 on a regression")
+    gate.add_argument("--baseline", type=Path, required=True, help="baseline records (folder or file)")
+    gate.add_argument("--candidate", type=Path, required=True, help="candidate records (folder or file)")
+    gate.add_argument("--config", type=Path, default=Path(DEFAULT_GATE), help=f"metrics and tolerances (default: {DEFAULT_GATE})")
+    gate.add_argument("--out", type=Path, default=Path("gate-report"), help="folder for gate.md and gate.json (default: gate-report)")
 
     protocol = commands.add_parser("protocol", help="show a protocol's profiles and hashes; check or lock them")
     protocol.add_argument("--protocol", default=DEFAULT_PROTOCOL)
@@ -162,17 +182,71 @@ def _cmd_protocol(args) -> None:
                 print(f"  {key:<24} {value}")
 
 
-COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "protocol": _cmd_protocol}
+def _cmd_report(args) -> None:
+    from harness.claims import load_paper
+    from harness.report import write_report
+    from harness.results import read_records
+
+    records = read_records(args.results)
+    if not records:
+        raise HarnessError(f"no run records under {args.results}")
+    for path in write_report(records, load_paper(args.paper), args.out):
+        print(path)
+
+
+def _cmd_claims(args) -> None:
+    from harness.claims import judge_all, load_claims, load_paper
+    from harness.results import read_records
+
+    verdicts = judge_all(load_claims(args.claims, load_paper(args.paper)), read_records(args.results))
+    lines = ["| claim | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
+             "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        measured = "-" if v.measured is None else f"{v.measured:.4g}"
+        lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.source} | {v.verdict} | {measured} | "
+                     f"{v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
+    for v in verdicts:
+        measured = "-" if v.measured is None else f"{v.measured:.4g}"
+        print(f"{v.claim.id:<34} {v.verdict:<13} measured {measured:>8}  expected {v.claim.expected:g} ± "
+              f"{v.claim.tolerance:g}  ({v.detail})")
+    counts = {kind: sum(v.verdict == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
+    print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "claims.md").write_text("# Claims ledger\n\nVerdicts computed by `mezo-bench claims` from the "
+                                            "run records; see benchmarks/sst2/claims.toml.\n\n" + "\n".join(lines) + "\n")
+        (args.out / "claims.json").write_text(json.dumps([v.as_dict() for v in verdicts], indent=1) + "\n")
+        print(f"wrote {args.out / 'claims.md'} and {args.out / 'claims.json'}")
+
+
+def _cmd_gate(args) -> int:
+    from harness.gate import gate, load_gate_config, to_markdown, write_gate_report
+    from harness.results import read_records
+
+    metrics = load_gate_config(args.config)
+    baseline, candidate = read_records(args.baseline), read_records(args.candidate)
+    if not baseline:
+        raise HarnessError(f"no run records under baseline {args.baseline}")
+    if not candidate:
+        raise HarnessError(f"no run records under candidate {args.candidate}")
+    result = gate(baseline, candidate, metrics)
+    print(to_markdown(result))
+    for path in write_gate_report(result, args.out):
+        print(f"wrote {path}")
+    return 0 if result["passed"] else 1
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report": _cmd_report,
+            "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except HarnessError as error:
         print(f"mezo-bench: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

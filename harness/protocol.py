@@ -11,17 +11,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from harness.data import TASKS
 from harness.errors import HarnessError
+from harness.tomlfile import check_keys, read_toml
 from harness.model_configs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX, TRAINED_BPE_PREFIX
 from harness.variants import VARIANTS, Variant
 
@@ -266,12 +261,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _check_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise HarnessError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(sorted(allowed))}")
-
-
 def _normalise(key: str, value, ks):
     """TOML values to the dataclass's types: lists become tuples; batch_size becomes {k: sizes}."""
     if key == "batch_size":
@@ -308,14 +297,9 @@ def load_protocol(path: str | Path) -> Protocol:
     """Load and validate a protocol. Settings of a variant in a profile are layered:
     [defaults] < [profiles.P] < [variants.V] < [profiles.P.overrides.V]."""
     path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"protocol file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise HarnessError(f"{path}: not valid TOML ({error})") from None
+    raw = read_toml(path, "protocol file")
 
-    _check_keys(raw, TOP_LEVEL_KEYS, str(path))
+    check_keys(raw, TOP_LEVEL_KEYS, str(path))
     for key in ("name", "version", "task", "profiles"):
         if key not in raw:
             raise HarnessError(f"{path}: missing required key {key!r}")
@@ -326,19 +310,19 @@ def load_protocol(path: str | Path) -> Protocol:
     num_labels = TASKS[raw["task"]].num_labels
 
     defaults = dict(raw.get("defaults", {}))
-    _check_keys(defaults, DEFAULTS_KEYS, f"{path} [defaults]")
+    check_keys(defaults, DEFAULTS_KEYS, f"{path} [defaults]")
     default_variants = defaults.pop("variants", None)
     variant_tables = raw.get("variants", {})
     for name, table in variant_tables.items():
         if name not in VARIANTS:
             raise HarnessError(f"{path} [variants.{name}]: unknown variant; known: {', '.join(sorted(VARIANTS))}")
-        _check_keys(table, SETTINGS_KEYS, f"{path} [variants.{name}]")
+        check_keys(table, SETTINGS_KEYS, f"{path} [variants.{name}]")
 
     profile_variants: dict[str, tuple[str, ...]] = {}
     settings: dict[tuple[str, str], RunSettings] = {}
     for profile, table in raw["profiles"].items():
         where = f"{path} [profiles.{profile}]"
-        _check_keys(table, PROFILE_KEYS, where)
+        check_keys(table, PROFILE_KEYS, where)
         table = dict(table)
         overrides = table.pop("overrides", {})
         variants = table.pop("variants", default_variants)
@@ -349,7 +333,7 @@ def load_protocol(path: str | Path) -> Protocol:
         for name, override in overrides.items():
             if name not in variants:
                 raise HarnessError(f"{where}: overrides.{name} is for a variant the profile does not run")
-            _check_keys(override, SETTINGS_KEYS, f"{path} [profiles.{profile}.overrides.{name}]")
+            check_keys(override, SETTINGS_KEYS, f"{path} [profiles.{profile}.overrides.{name}]")
         profile_variants[profile] = tuple(variants)
         for name in variants:
             merged = {**defaults, **table, **variant_tables.get(name, {}), **overrides.get(name, {})}
@@ -358,7 +342,7 @@ def load_protocol(path: str | Path) -> Protocol:
         raise HarnessError(f"{path}: no profiles defined")
 
     auto_profile = raw.get("auto_profile", {})
-    _check_keys(auto_profile, DEVICE_KINDS, f"{path} [auto_profile]")
+    check_keys(auto_profile, DEVICE_KINDS, f"{path} [auto_profile]")
     for kind in DEVICE_KINDS:
         target = auto_profile.get(kind)
         if target not in profile_variants:

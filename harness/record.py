@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import HarnessError
+
 SCHEMA_VERSION = 2
 RECORDED_PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "peft", "sglang", "mezo-bench")
 
@@ -76,11 +78,17 @@ def git_state() -> dict:
 
 
 def write_record(record: dict, path: Path) -> Path:
-    """Write atomically: a crash never leaves a partial record."""
+    """Write atomically and append-only: a crash never leaves a partial record, and an
+    existing record is never rewritten (the hard link fails if the name is taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n")
-    tmp.replace(path)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise HarnessError(f"record {path} already exists; records are append-only") from None
+    finally:
+        tmp.unlink()
     return path
 
 

@@ -52,3 +52,39 @@ def build_micro_model(tokenizer, seed=0, dtype=torch.float32):
 @pytest.fixture
 def micro_model(micro_tokenizer):
     return build_micro_model(micro_tokenizer)
+
+
+def make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5, test=0.5, zero_shot=0.5,
+                zero_fraction=0.0, status="completed", model="random-init:tiny", profile="smoke",
+                hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
+                loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=2):
+    """A minimal schema-2 run record for tests of readers (report, claims, gate)."""
+    record = {
+        "schema_version": 2, "run_id": f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", "status": status,
+        "created_utc": created,
+        "protocol": {"name": "sst2-mezo", "version": version, "profile": profile, "hash": protocol_hash, "path": "p"},
+        "variant": {"name": variant, "backend": "hf", "head": "mlm", "loss": "ce", "parameters": "full",
+                    "optimizer": "adamw" if variant == "hf-ft" else "mezo"},
+        "task": "sst2", "k": k, "seed": seed,
+        "hyperparameters": {"lr": lr, "batch_size": batch_size, "steps": steps},
+        "model": {"id": model},
+        "environment": {"device": {"type": hardware.split(":")[0], "hardware_class": hardware}},
+    }
+    if status != "completed":
+        return {**record, "error": "RuntimeError: boom"}
+    inference, mezo, first_order = memory_peak
+    record.update(
+        metrics={"zero_shot_dev_accuracy": zero_shot, "zero_shot_test_accuracy": zero_shot, "best_dev_accuracy": dev,
+                 "best_step": steps, "test_accuracy": test, "final_dev_accuracy": dev,
+                 "dev_history": [{"step": steps // 2, "dev_accuracy": dev}, {"step": steps, "dev_accuracy": dev}]},
+        sparsity={"zero_fraction": zero_fraction, "tiny_fraction": zero_fraction, "mean_abs": 1.0},
+        memory={"phases": {"inference": {"peak_bytes": inference, "excess_bytes": inference - 90},
+                           "mezo_step": {"peak_bytes": mezo, "excess_bytes": mezo - 90},
+                           "first_order_step": {"peak_bytes": first_order, "excess_bytes": first_order - 90}},
+                "ratios": {"mezo_over_inference": mezo / inference, "first_order_over_mezo": first_order / mezo,
+                           "excess_mezo_over_inference": (mezo - 90) / (inference - 90)}},
+        throughput={"steps_per_second": steps_per_second, "tokens_per_second": 1000.0, "padding_fraction": 0.5},
+        loss_curve={"stride": 1, "steps": list(range(1, len(loss_plus) + 1)), "loss_plus": list(loss_plus)},
+        timing={"wall_seconds": 10.0},
+    )
+    return record

@@ -1,0 +1,110 @@
+"""The regression gate: directions, tolerances, exact trajectories, added/removed/failing runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_record
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.gate import GateMetric, compare_metric, gate, load_gate_config
+from harness.record import write_record
+
+CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "gate.toml"
+
+
+def metric(direction="up", kind="abs", tolerance=0.01):
+    return GateMetric("m", ("x",), direction, kind, tolerance, {})
+
+
+@pytest.mark.parametrize(
+    "m, base, cand, verdict",
+    [
+        (metric("up", "abs", 0.01), 0.90, 0.895, "ok"),
+        (metric("up", "abs", 0.01), 0.90, 0.88, "regressed"),
+        (metric("up", "abs", 0.01), 0.90, 0.92, "improved"),
+        (metric("down", "rel", 0.10), 100.0, 109.0, "ok"),
+        (metric("down", "rel", 0.10), 100.0, 111.0, "regressed"),
+        (metric("down", "rel", 0.10), 100.0, 80.0, "improved"),
+        (metric("up", "rel", 0.5), 10.0, 4.0, "regressed"),
+        (metric("down", "exact", 0.0), {"steps": [1, 2], "l": [0.5, 0.4]}, {"steps": [1, 2], "l": [0.5, 0.4]}, "ok"),
+        (metric("down", "exact", 0.0), {"steps": [1, 2], "l": [0.5, 0.4]}, {"steps": [1, 2], "l": [0.5, 0.41]}, "regressed"),
+        (metric(), None, 0.5, "n/a"),
+    ],
+)
+def test_compare_metric(m, base, cand, verdict):
+    assert compare_metric(m, base, cand)[0] == verdict
+
+
+def test_trajectory_difference_names_the_first_step():
+    _, delta = compare_metric(metric("down", "exact"), {"steps": [1, 2, 3], "loss": [0.7, 0.6, 0.5]},
+                              {"steps": [1, 2, 3], "loss": [0.7, 0.6, 0.55]})
+    assert delta == "loss differs first at step 3: 0.5 -> 0.55"
+
+
+def test_committed_config_loads():
+    names = {m.name: m for m in load_gate_config(CONFIG)}
+    assert names["test_accuracy"].direction == "up" and names["test_accuracy"].kind == "abs"
+    assert names["loss_trajectory"].kind == "exact" and names["loss_trajectory"].only == {"profile": "smoke", "hardware": "cpu"}
+    assert names["memory_peak_mezo_step"].direction == "down" and names["memory_peak_mezo_step"].kind == "rel"
+
+
+def test_bad_config_names_the_field(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text('[metrics.a]\npath = "x"\ndirection = "sideways"\nkind = "abs"\ntolerance = 1\n')
+    with pytest.raises(HarnessError, match=r"\[metrics.a\]: field 'direction' must be 'up' or 'down'"):
+        load_gate_config(path)
+
+
+def test_identical_runs_pass_and_regressions_fail():
+    metrics = load_gate_config(CONFIG)
+    base = [make_record(seed=13), make_record(seed=42)]
+    assert gate(base, base, metrics)["passed"]
+
+    worse = [make_record(seed=13, test=0.40), make_record(seed=42, loss_plus=(0.7, 0.61))]
+    result = gate(base, worse, metrics)
+    assert not result["passed"] and result["regressions"] == 2
+    assert {(r["metric"], r["verdict"]) for r in result["rows"] if r["verdict"] == "regressed"} == \
+        {("test_accuracy", "regressed"), ("loss_trajectory", "regressed")}
+
+
+def test_added_removed_and_newly_failing_runs():
+    metrics = load_gate_config(CONFIG)
+    base = [make_record(seed=13), make_record(seed=42)]
+    cand = [make_record(seed=13, status="failed"), make_record(seed=87)]
+    result = gate(base, cand, metrics)
+    assert not result["passed"]
+    assert len(result["removed"]) == 1 and "seed=42" in result["removed"][0]
+    assert len(result["added"]) == 1 and "seed=87" in result["added"][0]
+    assert len(result["newly_failing"]) == 1 and "RuntimeError: boom" in result["newly_failing"][0]
+
+
+def test_nothing_comparable_fails():
+    result = gate([make_record(protocol_hash="a" * 64)], [make_record(protocol_hash="b" * 64)], load_gate_config(CONFIG))
+    assert not result["passed"] and result["compared_runs"] == 0
+
+
+def test_exact_trajectory_applies_only_to_smoke_on_cpu():
+    metrics = load_gate_config(CONFIG)
+    base = [make_record(profile="quick", hardware="cuda:NVIDIA H100")]
+    cand = [make_record(profile="quick", hardware="cuda:NVIDIA H100", loss_plus=(0.7, 0.59))]
+    assert gate(base, cand, metrics)["passed"]
+
+
+def test_cli_exit_codes_and_reports(tmp_path, capsys):
+    def save(folder, records):
+        for i, record in enumerate(records):
+            write_record(record, tmp_path / folder / "sst2" / "sst2-mezo-v2" / "smoke" / f"{i}.json")
+    save("base", [make_record(seed=13)])
+    save("same", [make_record(seed=13)])
+    save("worse", [make_record(seed=13, memory_peak=(100, 150, 150))])
+    assert main(["gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "same"),
+                 "--out", str(tmp_path / "ok")]) == 0
+    assert main(["gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "worse"),
+                 "--out", str(tmp_path / "bad")]) == 1
+    report = json.loads((tmp_path / "bad" / "gate.json").read_text())
+    assert [r["metric"] for r in report["rows"] if r["verdict"] == "regressed"] == ["memory_peak_mezo_step"]
+    assert "| **regressed** |" in (tmp_path / "bad" / "gate.md").read_text()
+    assert main(["gate", "--baseline", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "same")]) == 2
+    assert "results not found" in capsys.readouterr().err
