@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.tomlfile import check_keys, read_toml
-from harness.results import best_dev_per_seed, completed, hardware_class
+from harness.results import best_dev_per_seed, completed, field_value, hardware_class
 
 RANDOM_INIT = "random-init:"
 
@@ -25,14 +25,7 @@ def _mean(values: list[float]) -> float:
 
 def _field(records: list[dict], *path: str) -> list[float]:
     """The field from every record that has it (older schemas may lack a measurement)."""
-    values = []
-    for record in records:
-        value = record
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is not None:
-            values.append(value)
-    return values
+    return [value for value in (field_value(record, path) for record in records) if value is not None]
 
 
 def _test_accuracy(records):

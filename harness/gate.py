@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.results import hardware_class
+from harness.results import field_value, hardware_class
 from harness.tomlfile import check_keys, read_toml
 
 METRIC_KEYS = ("path", "direction", "kind", "tolerance", "only")
@@ -69,15 +69,6 @@ def _latest(records: list[dict]) -> dict[tuple, dict]:
     for record in sorted(records, key=lambda r: r["created_utc"]):
         latest[run_key(record)] = record
     return latest
-
-
-def _get(record: dict, path: tuple[str, ...]):
-    value = record
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 def _applies(metric: GateMetric, record: dict) -> bool:
@@ -143,7 +134,7 @@ def gate(baseline: list[dict], candidate: list[dict], metrics: list[GateMetric])
         for metric in metrics:
             if not _applies(metric, b):
                 continue
-            bv, cv = _get(b, metric.path), _get(c, metric.path)
+            bv, cv = field_value(b, metric.path), field_value(c, metric.path)
             verdict, delta = compare_metric(metric, bv, cv)
             regressions += verdict == "regressed"
             rows.append({"run": _label(key), "metric": metric.name, "baseline": _show(bv), "candidate": _show(cv),

@@ -73,6 +73,16 @@ def read_records(root: str | Path) -> list[dict]:
     return [read_record(path) for path in record_paths(root)]
 
 
+def field_value(record: dict, path: tuple[str, ...]):
+    """record[path[0]][path[1]]..., or None where any part is missing (older schemas)."""
+    value = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
 def hardware_class(record: dict) -> str:
     return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
 

@@ -110,6 +110,16 @@ def _evaluate(result: TrainResult, objective: Objective, dev_batches: list[Batch
     return dev_accuracy
 
 
+def _end_of_step(result: TrainResult, objective: Objective, dev_batches: list[Batch], step: int, steps: int,
+                 eval_every: int, clock: Clock, bar, loss: float) -> None:
+    """Dev evaluation on schedule, and the live loss (and dev accuracy) on the progress bar."""
+    if step % eval_every == 0 or step == steps:
+        dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
+        bar.set_postfix(loss=f"{loss:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
+    elif step % 10 == 0:
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+
 def _progress_bar(steps: int, desc: str, enabled: bool):
     # In a log file (no TTY) redraw every 5 s rather than every step.
     return tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
@@ -145,11 +155,7 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
 
         result.projected_grads.append(out.projected_grad)
         result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
-        if step % eval_every == 0 or step == steps:
-            dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
-            bar.set_postfix(loss=f"{out.loss_plus:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
-        elif step % 10 == 0:
-            bar.set_postfix(loss=f"{out.loss_plus:.4f}", refresh=False)
+        _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
     return result
 
 
@@ -186,10 +192,7 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
             result.throughput.train_seconds += finished - started
             model.eval()
 
-            result.log_curve(step, loss=float(loss.detach()))
-            if step % eval_every == 0 or step == steps:
-                dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
-            elif step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+            loss_value = float(loss.detach())
+            result.log_curve(step, loss=loss_value)
+            _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, loss_value)
     return result
