@@ -156,7 +156,11 @@ def test_memory_orders_inference_mezo_first_order(micro_tokenizer):
     memory = measure_memory(objective, list(model.named_parameters()), batch, lr=1e-3, eps=1e-3,
                             weight_decay=0.0, dropout=False)
     excess = {phase: values["excess_bytes"] for phase, values in memory["phases"].items()}
-    assert 0 < excess["inference"] <= excess["mezo_step"] < excess["first_order_step"]
+    assert excess["inference"] > 0
+    # RSS peaks move by a few hundred KiB between identical runs, so "MeZO costs what inference
+    # costs" is checked against the first-order overhead instead of as a strict ordering
+    first_order_overhead = excess["first_order_step"] - excess["inference"]
+    assert abs(excess["mezo_step"] - excess["inference"]) < 0.25 * first_order_overhead
     # backprop keeps activations, gradients and two AdamW moments: far above a MeZO step
     assert excess["first_order_step"] > 2 * excess["mezo_step"]
     assert memory["ratios"]["first_order_over_mezo"] > 1
