@@ -1,4 +1,5 @@
-"""nox sessions: `nox -s tests` (the test suite, CPU) and `nox -s bench-sst2` (the main job).
+"""nox sessions: `nox -s tests` (the test suite, CPU), `nox -s tests-sglang` (the SGLang
+backend's tests), `nox -s bench-sst2` (the main job) and `nox -s gate` (the regression gate).
 
 Torch: on a machine without an NVIDIA GPU (no `nvidia-smi`), or with MEZO_BENCH_TORCH=cpu,
 installs are constrained by .ci/constraints-cpu.txt so pip takes the CPU build of torch
@@ -18,6 +19,8 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).resolve().parent
 CPU_CONSTRAINTS = ROOT / ".ci" / "constraints-cpu.txt"
+SGLANG_CPU_REQUIREMENTS = ROOT / ".ci" / "sglang-cpu.txt"
+SGLANG_CPU_NO_DEPS = ("sglang==0.5.23", "torchvision==0.28.0", "triton==3.9.0")
 # Where this project's CI machines keep the GLUE data (used only if MEZO_BENCH_DATA_DIR is unset).
 SHARED_SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
 
@@ -37,6 +40,19 @@ def _install(session: nox.Session, extras: str) -> None:
     session.install(*constraints, "-e", f".[{extras}]")
 
 
+def _install_with_sglang(session: nox.Session, extras: str) -> None:
+    """The project plus SGLang. On CPU, SGLang's CUDA dependencies are skipped: sglang,
+    torchvision and triton without their dependencies, then the pure-Python packages its
+    imports need (.ci/sglang-cpu.txt); torch stays the constrained CPU build throughout."""
+    constraints = _constraints()
+    if not constraints:
+        session.install("-e", f".[{extras},sglang]")
+        return
+    _install(session, extras)
+    session.install(*constraints, "--no-deps", *SGLANG_CPU_NO_DEPS)
+    session.install(*constraints, "-r", str(SGLANG_CPU_REQUIREMENTS))
+
+
 def _data_env() -> dict[str, str]:
     if "MEZO_BENCH_DATA_DIR" not in os.environ and SHARED_SST2.is_dir():
         return {"MEZO_BENCH_DATA_DIR": str(SHARED_SST2)}
@@ -50,15 +66,30 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env=_data_env())
 
 
+@nox.session(name="tests-sglang")
+def tests_sglang(session: nox.Session) -> None:
+    """The SGLang backend's tests (parity with Hugging Face, RadixAttention measurements),
+    with SGLang installed; CPU-only machines get the CPU recipe of `_install_with_sglang`."""
+    _install_with_sglang(session, "dev,peft")
+    env = {**_data_env(), "MEZO_BENCH_REQUIRE_SGLANG": "1"}   # a broken install fails instead of skipping
+    session.run("pytest", "tests/test_sglang_backend.py", "tests/test_sglang_layout.py", *session.posargs, env=env)
+
+
 @nox.session(name="bench-sst2")
 def bench_sst2(session: nox.Session) -> None:
     """The SST-2 protocol: the machine's default profile (smoke on CPU, quick on GPU).
 
     Pass CLI options after `--`, e.g. `nox -s bench-sst2 -- --profile paper --data-dir D`.
+    `nox -s bench-sst2 -- --with-sglang` also installs SGLang, so `sglang-mlm` runs too
+    (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing).
     """
-    _install(session, "dev,peft")
+    options = [arg for arg in session.posargs if arg != "--with-sglang"]
+    if "--with-sglang" in session.posargs:
+        _install_with_sglang(session, "dev,peft")
+    else:
+        _install(session, "dev,peft")
     session.run("mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--out", "results",
-                *session.posargs, env=_data_env())
+                *options, env=_data_env())
 
 
 @nox.session

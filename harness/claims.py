@@ -42,6 +42,17 @@ def _per_run(path: tuple[str, ...], scale: float = 1.0, offset: float = 0.0):
     return metric
 
 
+def _radix_memory_saved(records):
+    """Memory saved by SGLang's prefix cache: needs a MeZO step that ran with it on."""
+    value, detail = _per_run(("radix", "memory_saved_fraction"), 100.0)(records)
+    if value is None:
+        failures = sorted({f"{on['error']} at {on['raised_at']}" for on in
+                           (field_value(r, ("radix", "prefix_cache", "on")) for r in records) if on and "error" in on})
+        if failures:
+            detail = f"with SGLang's prefix cache on, the MeZO step fails ({'; '.join(failures)}): nothing to compare"
+    return value, detail
+
+
 # metric name -> function(records) -> (value or None, detail)
 METRICS = {
     "test_accuracy": _test_accuracy,
@@ -51,7 +62,7 @@ METRICS = {
     "steps_per_second": _per_run(("throughput", "steps_per_second")),
     "radix_prefix_hit_percent": _per_run(("radix", "prefix_hit_rate"), 100.0),
     "radix_token_reuse_percent": _per_run(("radix", "token_reuse_rate"), 100.0),
-    "radix_memory_saved_percent": _per_run(("radix", "memory_saved_fraction"), 100.0),
+    "radix_memory_saved_percent": _radix_memory_saved,
 }
 CONDITION_KEYS = ("model", "hardware", "profile", "steps", "min_seeds")
 CLAIM_KEYS = ("id", "source", "statement", "metric", "variant", "k", "expected", "paper", "tolerance", "conditions")

@@ -3,13 +3,15 @@ AdamW with its state), measured on the same model and batch within one run.
 
 CUDA: in-process, torch.cuda's peak allocated and reserved bytes, the peak reset before each
 phase; the trained parameters are restored afterwards, so measuring never changes a run.
-CPU: each phase runs in a fresh child process (`python -m harness.memory`) that loads the
+CPU (models that can be pickled): each phase runs in a fresh child process (`python -m harness.memory`) that loads the
 same pickled model and batch, so no phase inherits another's allocator caches. The child
 runs one warm-up forward (one-time runtime buffers are not the phase's cost), then resets
 the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs resets VmHWM); peak =
 VmHWM after the phase, excess = peak - RSS just before it. glibc's mmap threshold is fixed
 at 64 KiB in the child so freed tensors leave RSS instead of staying in malloc's heap.
 Peaks include the weights and the runtime; excess is what the phase itself added.
+CPU, in process (the SGLang backend: its ModelRunner is one per process and cannot be
+pickled): the same warm-up and peak-RSS reset, phases one after another in this process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,34 @@ from harness.prompt import Batch
 PHASES = ("inference", "mezo_step", "first_order_step")
 CPU_METHOD = "child process per phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
 CUDA_METHOD = "torch.cuda max_memory_allocated / max_memory_reserved, peak reset before each phase"
+CPU_IN_PROCESS_METHOD = "in process, phase after phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
+
+
+class PeakMeter:
+    """Peak memory over a block of code in this process: CUDA allocator peak, or on CPU the
+    kernel's peak RSS (reset by writing 5 to /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> "PeakMeter":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline_bytes = torch.cuda.memory_allocated(self.device)
+        else:
+            self.baseline_bytes = _status_kib("VmRSS") * 1024
+            Path("/proc/self/clear_refs").write_text("5")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.peak_bytes = _status_kib("VmHWM") * 1024
+        self.excess_bytes = self.peak_bytes - self.baseline_bytes
 
 
 def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch.Tensor]], batch: Batch,
@@ -57,11 +87,11 @@ def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch
 
 
 def _with_ratios(phases: dict, method: str) -> dict:
-    peak = {name: phases[name]["peak_bytes"] for name in PHASES}
-    excess = {name: phases[name]["excess_bytes"] for name in PHASES}
+    peak = {name: phases.get(name, {}).get("peak_bytes") for name in PHASES}
+    excess = {name: phases.get(name, {}).get("excess_bytes") for name in PHASES}
 
     def ratio(a, b):
-        return a / b if b > 0 else None
+        return a / b if a is not None and b else None
 
     return {
         "method": method,
@@ -76,40 +106,41 @@ def _with_ratios(phases: dict, method: str) -> dict:
 
 
 def measure_memory(objective: Objective, trainable: list[tuple[str, torch.Tensor]], batch: Batch, *,
-                   lr: float, eps: float, weight_decay: float, dropout: bool) -> dict:
+                   lr: float, eps: float, weight_decay: float, dropout: bool,
+                   phases: tuple[str, ...] = PHASES, in_process: bool = False) -> dict:
     """Memory per phase, or {"error": reason} when it could not be measured (never guessed)."""
     options = dict(lr=lr, eps=eps, weight_decay=weight_decay, dropout=dropout)
     try:
-        if batch.input_ids.device.type == "cuda":
-            return _measure_cuda(objective, trainable, batch, options)
+        if batch.input_ids.device.type == "cuda" or in_process:
+            return _measure_in_process(objective, trainable, batch, options, phases)
         return _measure_cpu(objective, trainable, batch, options)
     except Exception as error:   # a measurement failure must not lose the run's other results
         return {"error": f"{type(error).__name__}: {error}"}
 
 
-def _measure_cuda(objective, trainable, batch, options) -> dict:
+def _measure_in_process(objective, trainable, batch, options, phases) -> dict:
     device = batch.input_ids.device
     saved = [param.detach().to("cpu", copy=True) for _, param in trainable]
     requires_grad = [param.requires_grad for _, param in trainable]
-    phases = {}
-    for phase in PHASES:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
-        keep = run_phase(phase, objective, trainable, batch, **options)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        phases[phase] = {"peak_bytes": peak, "excess_bytes": peak - baseline, "baseline_bytes": baseline,
-                         "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+    with torch.no_grad():
+        objective.loss(batch)   # warm-up
+    results = {}
+    for phase in phases:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        with PeakMeter(device) as meter:
+            keep = run_phase(phase, objective, trainable, batch, **options)
+        results[phase] = {"peak_bytes": meter.peak_bytes, "excess_bytes": meter.excess_bytes,
+                          "baseline_bytes": meter.baseline_bytes}
+        if device.type == "cuda":
+            results[phase]["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
         del keep
         with torch.no_grad():
             for (_, param), original, flag in zip(trainable, saved, requires_grad):
                 param.grad = None
                 param.copy_(original)
                 param.requires_grad_(flag)
-    return _with_ratios(phases, CUDA_METHOD)
+    return _with_ratios(results, CUDA_METHOD if device.type == "cuda" else CPU_IN_PROCESS_METHOD)
 
 
 def _measure_cpu(objective, trainable, batch, options) -> dict:
@@ -141,13 +172,11 @@ def _child(payload_path: str, phase: str) -> None:
     del payload
     with torch.no_grad():
         objective.loss(batch)   # warm-up
-    gc.collect()
-    baseline = _status_kib("VmRSS") * 1024
-    Path("/proc/self/clear_refs").write_text("5")   # reset the peak-RSS counter
-    keep = run_phase(phase, objective, trainable, batch, **options)
-    peak = _status_kib("VmHWM") * 1024
+    with PeakMeter(torch.device("cpu")) as meter:
+        keep = run_phase(phase, objective, trainable, batch, **options)
     del keep
-    print(json.dumps({"peak_bytes": peak, "excess_bytes": peak - baseline, "baseline_bytes": baseline}))
+    print(json.dumps({"peak_bytes": meter.peak_bytes, "excess_bytes": meter.excess_bytes,
+                      "baseline_bytes": meter.baseline_bytes}))
 
 
 if __name__ == "__main__":

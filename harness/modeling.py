@@ -143,9 +143,27 @@ def apply_lora(model, *, r: int, alpha: int, targets: tuple[str, ...], seed: int
     return model
 
 
+def serve_with_sglang(model, settings, tokenizer):
+    """The loaded weights moved into SGLang's ModelRunner (the `sglang` backend)."""
+    from harness.sglang_backend.runner import SGLangMaskedLM
+
+    # The runner's pools must hold the largest batch; the radix measurement keeps one pass's
+    # tokens cached while the next runs, hence twice that.
+    max_requests = max(settings.eval_batch_size, *(size for sizes in settings.batch_size.values() for size in sizes))
+    served = SGLangMaskedLM.build(model, dtype=settings.dtype, mask_token_id=tokenizer.mask_token_id,
+                                  max_total_tokens=2 * max_requests * settings.max_length, max_requests=max_requests)
+    return served, served.info
+
+
 def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device) -> LoadedModel:
     loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device)
     model, info = loaded.model, dict(loaded.info)
+    if variant.backend == "sglang":
+        if variant.head != "mlm" or variant.parameters != "full":
+            raise HarnessError(f"variant {variant.name!r}: the SGLang backend serves the full masked LM only")
+        model, info["backend"] = serve_with_sglang(model, settings, tokenizer)
+        info["head"] = "RobertaForMaskedLM label words (SGLang)"
+        return LoadedModel(model=model, info=info)
     if variant.head == "cls":
         model = as_sequence_classifier(model, num_labels, head_seed=settings.init_seed)
         info["head"] = f"RobertaForSequenceClassification (random head, seed {settings.init_seed})"

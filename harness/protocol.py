@@ -227,26 +227,35 @@ class Protocol:
             raise HarnessError(f"{self.lock_path}: not valid JSON ({error})") from None
 
     def check_lock(self) -> None:
-        """Fail if a setting changed without a version bump, or the version is unlocked."""
+        """Fail if a setting changed without a version bump, or a (profile, variant) is unlocked.
+
+        Adding a variant to a profile adds a hash without changing any existing one, so it is
+        locked into the current version (`--lock`); changing or removing one needs a new version."""
         locked = self.read_lock().get(str(self.version))
         if locked is None:
             raise HarnessError(
                 f"{self.path}: version {self.version} is not locked in {self.lock_path.name}; "
                 f"run `mezo-bench protocol --protocol {self.path} --lock` after choosing the version")
         current = self.current_hashes()
-        changed = sorted(key for key in current.keys() | locked.keys() if locked.get(key) != current.get(key))
+        changed = sorted(key for key in locked if locked[key] != current.get(key))
         if changed:
             raise HarnessError(
                 f"{self.path}: {', '.join(changed)} differ from what version {self.version} "
                 f"locked; bump `version` (results would otherwise change meaning) and run "
                 f"`mezo-bench protocol --protocol {self.path} --lock`")
+        added = sorted(current.keys() - locked.keys())
+        if added:
+            raise HarnessError(
+                f"{self.path}: {', '.join(added)} are not locked in version {self.version}; "
+                f"run `mezo-bench protocol --protocol {self.path} --lock` to add them")
 
     def write_lock(self) -> dict[str, str]:
-        """Lock the current version's hashes. Refuses to rewrite an existing version."""
+        """Lock the current version's hashes: a new version, or new (profile, variant) pairs
+        added to an existing one. Refuses to change or drop a locked hash."""
         lock = self.read_lock()
         current = self.current_hashes()
-        existing = lock.get(str(self.version))
-        if existing is not None and existing != current:
+        existing = lock.get(str(self.version), {})
+        if any(current.get(key) != value for key, value in existing.items()):
             raise HarnessError(
                 f"{self.path}: version {self.version} is already locked with other hashes; "
                 f"bump `version` instead of relocking it")

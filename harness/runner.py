@@ -18,7 +18,7 @@ import torch
 from harness.data import load_task_data, make_k_shot_split
 from harness.errors import HarnessError
 from harness.liveness import check_liveness
-from harness.memory import measure_memory
+from harness.memory import PHASES, measure_memory
 from harness.modeling import build_model_for_variant, load_tokenizer
 from harness.objective import MaskedLMLabelWordHead, Objective, SequenceClassifierHead
 from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
@@ -77,8 +77,30 @@ def run_hyperparameters(settings: RunSettings, lr: float, batch_size: int) -> di
 
 
 def build_objective(variant: Variant, model, label_ids: list[int]) -> Objective:
-    head = MaskedLMLabelWordHead(model, label_ids) if variant.head == "mlm" else SequenceClassifierHead(model)
+    if variant.backend == "sglang":
+        from harness.sglang_backend.runner import SGLangLabelWordHead
+
+        head = SGLangLabelWordHead(model, label_ids)
+    elif variant.head == "mlm":
+        head = MaskedLMLabelWordHead(model, label_ids)
+    else:
+        head = SequenceClassifierHead(model)
     return Objective(head, variant.loss)
+
+
+RADIX_STEPS = 10   # MeZO steps (the run's first batches) over which RadixAttention is measured
+
+
+def measure_radix_for_run(model, encoded_train, batch_size: int, seed: int, pad_id: int, device, eps: float) -> dict:
+    """RadixAttention under MeZO on this run's first training batches (SGLang backend)."""
+    from harness.sglang_backend.radix import measure_radix
+
+    sampler = EpochSampler(encoded_train, batch_size, seed, pad_id, device)
+    try:
+        return measure_radix(model, [sampler.next() for _ in range(RADIX_STEPS)],
+                             [example.input_ids for example in encoded_train], eps=eps, seed=seed)
+    except Exception as error:   # a measurement failure must not lose the run's other results
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def execute_run(request: RunRequest) -> Path:
@@ -158,9 +180,13 @@ def execute_run(request: RunRequest) -> Path:
         else:
             result = train_first_order(dropout=settings.dropout, **common)
         train_loss_end = objective.mean_cross_entropy(batches["train"])
+        sglang = variant.backend == "sglang"   # no backprop there; its runner cannot go to a child process
         memory = (measure_memory(objective, perturbed, collate(encoded["train"][:batch_size], pad_id, device),
-                                 lr=lr, eps=settings.eps, weight_decay=settings.weight_decay, dropout=settings.dropout)
+                                 lr=lr, eps=settings.eps, weight_decay=settings.weight_decay, dropout=settings.dropout,
+                                 phases=("inference", "mezo_step") if sglang else PHASES, in_process=sglang)
                   if request.measure_memory else {"error": "not measured (--no-memory)"})
+        radix = (measure_radix_for_run(model, encoded["train"], batch_size, seed, pad_id, device, settings.eps)
+                 if sglang else None)
         model.load_state_dict(result.best_state)
         test_accuracy = objective.accuracy(batches["test"])
     except Exception as error:
@@ -186,6 +212,7 @@ def execute_run(request: RunRequest) -> Path:
                   if variant.optimizer == "mezo" else None),
         throughput=result.throughput.summary(settings.steps),
         memory=memory,
+        **({"radix": radix} if radix is not None else {}),
         loss_curve={"stride": result.curve_stride, **result.curve},
         timing={"wall_seconds": time.perf_counter() - wall_started},
     )

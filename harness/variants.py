@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 @dataclass(frozen=True)
 class Variant:
     name: str
-    backend: str         # "hf": Hugging Face transformers
+    backend: str         # "hf": Hugging Face transformers; "sglang": SGLang's in-process ModelRunner
     head: str            # "mlm": label-word logits at <mask> (prompt); "cls": classification head, no prompt
     loss: str            # "ce": cross-entropy; "neg-accuracy": -(batch accuracy), non-differentiable
     parameters: str      # "full": every parameter; "lora": LoRA adapters only (peft)
@@ -40,6 +40,9 @@ VARIANTS: dict[str, Variant] = {
                 "MeZO on -(batch accuracy) with a classification head"),
         Variant("hf-ft", "hf", "mlm", "ce", "full", "adamw",
                 "first-order fine-tuning (AdamW, backprop) of the prompt objective: the FT baseline"),
+        Variant("sglang-mlm", "sglang", "mlm", "ce", "full", "mezo",
+                "hf-mlm served by SGLang's ModelRunner (ragged batches, RadixAttention measured)",
+                requires=("sglang",)),
     ]
 }
 

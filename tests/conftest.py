@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness  # noqa: F401 -- first: its CPU shim must run before anything imports torchvision
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SST2 = REPO_ROOT.parent / "shared" / "data" / "glue" / "SST-2"
 

@@ -1,5 +1,6 @@
 """Unit tests: the protocol file, its layering, validation and version lock."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -93,6 +94,23 @@ def test_changing_a_value_without_bumping_version_fails_the_lock(protocol_copy):
     bumped = load_protocol(protocol_copy)
     bumped.write_lock()
     bumped.check_lock()
+
+
+def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
+    edit(protocol_copy, ', "sglang-mlm"]', ']')   # as before sglang-mlm existed
+    lock = json.loads((protocol_copy.parent / "protocol.lock.json").read_text())
+    lock["2"] = {key: value for key, value in lock["2"].items() if not key.endswith("/sglang-mlm")}
+    (protocol_copy.parent / "protocol.lock.json").write_text(json.dumps(lock))
+    load_protocol(protocol_copy).check_lock()
+    edit(protocol_copy, '"hf-ft"]', '"hf-ft", "sglang-mlm"]')
+    with pytest.raises(HarnessError, match="paper/sglang-mlm, quick/sglang-mlm, smoke/sglang-mlm are not locked "
+                                           "in version 2; run .* --lock` to add them"):
+        load_protocol(protocol_copy).check_lock()
+    added = load_protocol(protocol_copy)
+    added.write_lock()
+    added.check_lock()
+    locked = json.loads((protocol_copy.parent / "protocol.lock.json").read_text())["2"]
+    assert {key: locked[key] for key in lock["2"]} == lock["2"]   # existing hashes untouched
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Variants and their measurements: liveness, LoRA, the accuracy objective, memory, and
 every variant of the smoke profile running end to end."""
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -181,7 +182,7 @@ def short_protocol(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(name for name, v in VARIANTS.items() if v.backend == "hf"))
 def test_every_variant_runs_in_the_smoke_profile(variant, short_protocol, sst2_dir, tmp_path):
     assert main(["run", "--protocol", str(short_protocol), "--profile", "smoke", "--variant", variant,
                  "--seed", "13", "--data-dir", str(sst2_dir), "--out", str(tmp_path), "--no-progress",
@@ -197,3 +198,12 @@ def test_every_variant_runs_in_the_smoke_profile(variant, short_protocol, sst2_d
         assert record["sparsity"] is None and record["throughput"]["forward_passes"] == 6
     if variant.endswith("-acc"):
         assert record["sparsity"]["zero_fraction"] > 0.5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="checks the error without SGLang")
+def test_the_sglang_variant_without_sglang_names_the_extra(short_protocol, sst2_dir, tmp_path, capsys):
+    code = main(["run", "--protocol", str(short_protocol), "--profile", "smoke", "--variant", "sglang-mlm",
+                 "--seed", "13", "--data-dir", str(sst2_dir), "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "variant 'sglang-mlm' needs sglang: pip install 'mezo-bench[sglang]'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.json"))
