@@ -59,10 +59,11 @@ class Throughput:
     eval_seconds: float = 0.0
     train_seconds: float = 0.0   # forward + update, evaluation excluded
 
-    def count_forward(self, batch: Batch, seconds: float) -> None:
+    def count_forward(self, batch: Batch, seconds: float, ragged: bool = False) -> None:
+        """ragged: the backend ran the real tokens only (SGLang), so nothing was padded."""
         self.forward_passes += 1
         self.real_tokens += batch.real_tokens
-        self.padded_tokens += batch.padded_tokens
+        self.padded_tokens += batch.real_tokens if ragged else batch.padded_tokens
         self.forward_seconds += seconds
 
     def summary(self, steps: int) -> dict:
@@ -133,6 +134,7 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
     result = TrainResult(curve_stride=curve_stride(steps))
     clock = Clock(trainable[0][1].device)
+    ragged = getattr(objective.head, "ragged_batches", False)
     objective.model.eval()                      # no dropout in the zeroth-order passes
     bar = _progress_bar(steps, "MeZO", progress)
 
@@ -143,7 +145,7 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
         def loss_on_batch() -> float:
             started = clock.now()
             loss = float(objective.loss(batch))
-            result.throughput.count_forward(batch, clock.now() - started)
+            result.throughput.count_forward(batch, clock.now() - started, ragged)
             return loss
 
         engine.lr = scheduled_lr(lr, step, steps, lr_schedule)

@@ -171,4 +171,5 @@ def test_sglang_run_end_to_end_matches_the_pinned_hf_trajectory(short_protocol, 
     assert 0.5 < radix_result["prefix_hit_rate"] < 0.55
     assert radix_result["prefix_cache"]["on"]["error"] == "AssertionError"
     assert set(record["memory"]["phases"]) == {"inference", "mezo_step"}
+    assert record["throughput"]["padding_fraction"] == 0.0   # ragged batches
     assert record["environment"]["packages"]["sglang"] == "0.5.23"

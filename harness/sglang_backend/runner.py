@@ -263,6 +263,8 @@ def ragged_sequences(batch: Batch) -> list[list[int]]:
 class SGLangLabelWordHead:
     """Label-word logits at <mask> from the SGLang runner (the `mlm` head on this backend)."""
 
+    ragged_batches = True   # padding is dropped before the forward: throughput counts no padding
+
     def __init__(self, model: SGLangMaskedLM, label_token_ids: list[int]):
         self.model = model
         model.set_output_tokens(label_token_ids)
