@@ -19,7 +19,6 @@ would serve the second pass's tokens from the first pass's keys/values. Three me
 
 from __future__ import annotations
 
-import time
 import traceback
 from array import array
 
@@ -30,7 +29,7 @@ from harness.memory import PeakMeter
 from harness.mezo import MeZO
 from harness.prompt import Batch
 from harness.sglang_backend.runner import SGLangMaskedLM, ragged_sequences
-from harness.train import Clock
+from harness.train import Clock, cpu_state_copy
 
 
 def simulated_hits(step_batches: list[list[list[int]]], train_sequences: list[list[int]]) -> dict:
@@ -140,7 +139,7 @@ def prefix_cache_on_vs_off(model: SGLangMaskedLM, batches: list[Batch], engine: 
 
     step_batches = [ragged_sequences(batch) for batch in batches]
     labels = [batch.labels for batch in batches]
-    start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    start = cpu_state_copy(model)
     off = _mezo_steps(model, step_batches, labels, engine, seeds, tree_cache=None, progress={})
     model.load_state_dict(start)
     runner = model.runner
@@ -176,7 +175,7 @@ def measure_radix(model: SGLangMaskedLM, step_batches: list[Batch], train_sequen
     engine = MeZO(list(model.named_parameters()), lr=0.0, eps=eps, weight_decay=0.0)
     seeds = [seed + index for index in range(len(step_batches))]
     ragged = [ragged_sequences(batch) for batch in step_batches]
-    start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    start = cpu_state_copy(model)
     try:
         simulated = simulated_hits(ragged, train_sequences)
         reuse = valid_reuse(model, ragged, engine, seeds)
