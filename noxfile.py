@@ -1,5 +1,6 @@
 """nox sessions: `nox -s tests` (the test suite, CPU), `nox -s tests-sglang` (the SGLang
-backend's tests), `nox -s bench-sst2` (the main job) and `nox -s gate` (the regression gate).
+backend's tests), `nox -s bench-sst2` (the main job), `nox -s gate` (the regression gate)
+and `nox -s perf` (the performance microbenchmarks).
 
 Torch: on a machine without an NVIDIA GPU (no `nvidia-smi`), or with MEZO_BENCH_TORCH=cpu,
 installs are constrained by .ci/constraints-cpu.txt so pip takes the CPU build of torch
@@ -111,3 +112,20 @@ def gate(session: nox.Session) -> None:
     session.run(*bench, "--out", str(candidate), env=_data_env())
     session.run("mezo-bench", "gate", "--baseline", "results/baselines", "--candidate", str(candidate),
                 "--out", str(tmp / "gate-report"), *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """The performance microbenchmarks (benchmarks/perf, pytest-benchmark): tiny and roberta-base
+    on CPU, roberta-large (fp32 and bf16) when CUDA is available. The run's JSON is stored under
+    results/perf/<machine>/ and the perf table regenerated in results/report/perf.md.
+
+    Arguments after `--` go to pytest, e.g. `nox -s perf -- -k tiny`.
+    """
+    _install(session, "dev")
+    run_json = Path(session.create_tmp()) / "perf-run.json"
+    run_json.unlink(missing_ok=True)
+    session.run("pytest", "benchmarks/perf", "-p", "no:cacheprovider", f"--benchmark-json={run_json}",
+                "--benchmark-columns=median,iqr,min,max,rounds", *session.posargs, env=_data_env())
+    session.run("mezo-bench", "perf-store", str(run_json), "--out", "results/perf")
+    session.run("mezo-bench", "report", "--results", "results", "--out", "results/report")

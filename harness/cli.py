@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
     report.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
     report.add_argument("--out", type=Path, default=Path("results/report"), help="output folder (default: results/report)")
+    report.add_argument("--perf", type=Path, default=None,
+                        help="stored performance runs for the perf table (default: <results>/perf)")
+
+    perf_store = commands.add_parser("perf-store", help="store a `nox -s perf` benchmark JSON under results/perf/<machine>/")
+    perf_store.add_argument("json", type=Path, help="pytest-benchmark JSON written by --benchmark-json")
+    perf_store.add_argument("--out", type=Path, default=Path("results/perf"), help="root folder (default: results/perf)")
 
     claims = commands.add_parser("claims", help="verdict for every claim in the ledger, computed from records")
     claims.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
@@ -183,6 +189,7 @@ def _cmd_protocol(args) -> None:
 
 def _cmd_report(args) -> None:
     from harness.claims import load_paper
+    from harness.perf import write_perf_report
     from harness.report import write_report
     from harness.results import read_records
 
@@ -191,6 +198,14 @@ def _cmd_report(args) -> None:
         raise HarnessError(f"no run records under {args.results}")
     for path in write_report(records, load_paper(args.paper), args.out):
         print(path)
+    for path in write_perf_report(args.perf or args.results / "perf", args.out):
+        print(path)
+
+
+def _cmd_perf_store(args) -> None:
+    from harness.perf import store_run
+
+    print(store_run(args.json, args.out))
 
 
 def _cmd_claims(args) -> None:
@@ -236,7 +251,8 @@ def _cmd_gate(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report": _cmd_report,
-            "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol}
+            "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol,
+            "perf-store": _cmd_perf_store}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ from harness.objective import Objective
 from harness.prompt import Batch
 
 PHASES = ("inference", "mezo_step", "first_order_step")
+# Also measurable on request (the performance benchmarks): the reference code's step.
+EXTRA_PHASES = ("reference_mezo_step",)
 CPU_METHOD = "child process per phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
 CUDA_METHOD = "torch.cuda max_memory_allocated / max_memory_reserved, peak reset before each phase"
 CPU_IN_PROCESS_METHOD = "in process, phase after phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
@@ -73,6 +75,11 @@ def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch
     if phase == "mezo_step":
         engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
         return engine.step(lambda: float(objective.loss(batch)), seed=0)
+    if phase == "reference_mezo_step":
+        from harness.reference_mezo import reference_style_step
+
+        return reference_style_step(trainable, lambda: float(objective.loss(batch)), seed=0, lr=lr, eps=eps,
+                                    weight_decay=weight_decay)
     if phase == "first_order_step":
         params = [param for _, param in trainable]
         for param in params:
@@ -87,8 +94,8 @@ def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch
 
 
 def _with_ratios(phases: dict, method: str) -> dict:
-    peak = {name: phases.get(name, {}).get("peak_bytes") for name in PHASES}
-    excess = {name: phases.get(name, {}).get("excess_bytes") for name in PHASES}
+    peak = {name: phases.get(name, {}).get("peak_bytes") for name in PHASES + EXTRA_PHASES}
+    excess = {name: phases.get(name, {}).get("excess_bytes") for name in PHASES + EXTRA_PHASES}
 
     def ratio(a, b):
         return a / b if a is not None and b else None
@@ -101,6 +108,8 @@ def _with_ratios(phases: dict, method: str) -> dict:
             "first_order_over_mezo": ratio(peak["first_order_step"], peak["mezo_step"]),
             "excess_mezo_over_inference": ratio(excess["mezo_step"], excess["inference"]),
             "excess_first_order_over_mezo": ratio(excess["first_order_step"], excess["mezo_step"]),
+            **({"reference_mezo_over_inference": ratio(peak["reference_mezo_step"], peak["inference"])}
+               if "reference_mezo_step" in phases else {}),
         },
     }
 
@@ -113,7 +122,7 @@ def measure_memory(objective: Objective, trainable: list[tuple[str, torch.Tensor
     try:
         if batch.input_ids.device.type == "cuda" or in_process:
             return _measure_in_process(objective, trainable, batch, options, phases)
-        return _measure_cpu(objective, trainable, batch, options)
+        return _measure_cpu(objective, trainable, batch, options, phases)
     except Exception as error:   # a measurement failure must not lose the run's other results
         return {"error": f"{type(error).__name__}: {error}"}
 
@@ -143,20 +152,20 @@ def _measure_in_process(objective, trainable, batch, options, phases) -> dict:
     return _with_ratios(results, CUDA_METHOD if device.type == "cuda" else CPU_IN_PROCESS_METHOD)
 
 
-def _measure_cpu(objective, trainable, batch, options) -> dict:
+def _measure_cpu(objective, trainable, batch, options, phases) -> dict:
     with tempfile.TemporaryDirectory(prefix="mezo-bench-memory-") as folder:
         payload = Path(folder) / "payload.pt"
         torch.save({"objective": objective, "trainable": [name for name, _ in trainable], "batch": batch,
                     "options": options}, payload)
-        phases = {}
-        for phase in PHASES:
+        results = {}
+        for phase in phases:
             child = subprocess.run([sys.executable, "-m", "harness.memory", str(payload), phase],
                                    capture_output=True, text=True, timeout=3600,
                                    env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
             if child.returncode != 0:
                 raise RuntimeError(f"memory child for {phase} failed: {child.stderr.strip()[-500:]}")
-            phases[phase] = json.loads(child.stdout.strip().splitlines()[-1])
-    return _with_ratios(phases, CPU_METHOD)
+            results[phase] = json.loads(child.stdout.strip().splitlines()[-1])
+    return _with_ratios(results, CPU_METHOD)
 
 
 def _status_kib(field: str) -> int:

@@ -67,6 +67,12 @@ class Objective:
             return self.cross_entropy(batch)
         return -(self.head(batch).argmax(dim=-1) == batch.labels).float().mean()
 
+    def loss_over(self, buckets: list[Batch]) -> torch.Tensor:
+        """The loss of the batch that `buckets` split (harness.prompt.split_by_length):
+        the example-weighted mean of the buckets' losses."""
+        total = sum(bucket.labels.numel() for bucket in buckets)
+        return sum(self.loss(bucket) * (bucket.labels.numel() / total) for bucket in buckets)
+
     @torch.no_grad()
     def accuracy(self, batches: list[Batch]) -> float:
         correct = total = 0

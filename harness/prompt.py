@@ -109,6 +109,39 @@ def collate(examples: list[EncodedExample], pad_id: int, device: torch.device) -
     )
 
 
+def split_by_length(batch: Batch, buckets: int) -> list[Batch]:
+    """The batch's rows sorted by length into at most `buckets` sub-batches, each padded only
+    to its own longest row; the split points minimise the padded tokens (exact, by dynamic
+    programming over the sorted lengths). The rows' losses are unchanged up to float rounding."""
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sorted_lengths = [lengths[i] for i in order]
+    rows = len(order)
+    # best[b][j]: fewest padded tokens for the first j sorted rows in b buckets.
+    best = [[0] + [float("inf")] * rows for _ in range(buckets + 1)]
+    cut = [[0] * (rows + 1) for _ in range(buckets + 1)]
+    for b in range(1, buckets + 1):
+        for j in range(1, rows + 1):
+            for i in range(b - 1, j):
+                cost = best[b - 1][i] + (j - i) * sorted_lengths[j - 1]
+                if cost < best[b][j]:
+                    best[b][j], cut[b][j] = cost, i
+    used = min(range(1, buckets + 1), key=lambda b: (best[b][rows], b))
+    bounds, j = [], rows
+    for b in range(used, 0, -1):
+        bounds.append((cut[b][j], j))
+        j = cut[b][j]
+    out = []
+    for start, stop in reversed(bounds):
+        index = torch.tensor(order[start:stop], device=batch.input_ids.device)
+        width = sorted_lengths[stop - 1]
+        out.append(Batch(input_ids=batch.input_ids[index, :width], attention_mask=batch.attention_mask[index, :width],
+                         mask_positions=batch.mask_positions[index], labels=batch.labels[index]))
+    return out
+
+
 def eval_batches(examples: list[EncodedExample], batch_size: int, pad_id: int,
                  device: torch.device) -> list[Batch]:
     """Fixed evaluation batches, sorted by length so little compute goes to padding."""

@@ -5,7 +5,7 @@ import torch
 
 from harness.data import Example
 from harness.errors import HarnessError
-from harness.objective import MaskedLMLabelWordHead
+from harness.objective import MaskedLMLabelWordHead, Objective
 from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
 
 TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
@@ -98,3 +98,31 @@ def test_sampler_epochs_visit_each_example_once(micro_tokenizer):
     assert first != second   # reshuffled each epoch
     same_seed = EpochSampler(examples, 4, 13, micro_tokenizer.pad_token_id, torch.device("cpu"))
     assert epoch(same_seed) == first
+
+
+def test_split_by_length_pads_each_bucket_to_its_own_longest_row(micro_tokenizer, micro_model):
+    from harness.prompt import split_by_length
+
+    sentences = ["great", "a terrible movie", "it was terrible and dull", "great film",
+                 "the film is a great ride", "a terrible mess of a script", "terrible", "the plot was great"]
+    encoder = PromptEncoder(micro_tokenizer, ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>"), 64)
+    encoded = encoder.encode_all([Example(s, int("great" in s)) for s in sentences])
+    batch = collate(encoded, micro_tokenizer.pad_token_id, torch.device("cpu"))
+    lengths = sorted(len(e.input_ids) for e in encoded)
+
+    one = split_by_length(batch, 1)
+    assert len(one) == 1 and one[0].padded_tokens == batch.padded_tokens
+    buckets = split_by_length(batch, 3)
+    assert sum(b.labels.numel() for b in buckets) == len(sentences)
+    assert sum(b.real_tokens for b in buckets) == batch.real_tokens
+    assert [b.input_ids.shape[1] for b in buckets] == sorted({b.input_ids.shape[1] for b in buckets})
+    # optimal for 3 buckets over these lengths (exhaustive check)
+    best = min(sum((j - i) * lengths[j - 1] for i, j in zip((0, a, b), (a, b, len(lengths))))
+               for a in range(1, len(lengths) - 1) for b in range(a + 1, len(lengths)))
+    assert sum(b.padded_tokens for b in buckets) == best < batch.padded_tokens
+
+    objective = Objective(MaskedLMLabelWordHead(micro_model, label_word_ids(micro_tokenizer, (" terrible", " great"))))
+    with torch.no_grad():
+        assert float(objective.loss_over(buckets)) == pytest.approx(float(objective.loss(batch)), abs=1e-6)
+    with pytest.raises(ValueError, match="buckets"):
+        split_by_length(batch, 0)
