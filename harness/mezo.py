@@ -100,13 +100,13 @@ class MeZO:
         self.generator = torch.Generator(device=device)
         self.chunks = self._plan_chunks(device, chunk_elements)
 
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         total = sum(param.numel() for param in self.params)
         if device.type != "cpu":
             workers = 1
         elif workers is None:
             workers = torch.get_num_threads() if total >= PARALLEL_MIN_ELEMENTS else 1
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
         self._parts = self._balanced_parts(workers)
         self.workers = len(self._parts)   # threads that actually share the redraws
         self._largest_chunk = max((c.stop - c.start for c in self.chunks if not c.whole), default=0)

@@ -51,6 +51,13 @@ def test_every_pass_applies_exactly_the_whole_tensor_draws(micro_tokenizer, work
         assert torch.equal(param, 2 * expected[name]), name
 
 
+def test_engine_options_are_checked(micro_model):
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        MeZO(list(micro_model.named_parameters()), lr=0.0, eps=1.0, weight_decay=0.0, workers=0)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        MeZO(list(micro_model.named_parameters()), lr=0.0, eps=1.0, weight_decay=0.0, chunk_elements=100)
+
+
 def test_chunked_threaded_steps_equal_whole_tensor_steps_bitwise(micro_tokenizer):
     def run(**engine_options):
         model = build_micro_model(micro_tokenizer, seed=3)
