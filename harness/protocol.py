@@ -39,6 +39,8 @@ def _is_number(value) -> bool:
 
 
 LR_SCHEDULES = ("constant", "linear")
+# name -> the default that behaves exactly as before the setting existed
+SETTINGS_ADDED_LATER = {"length_buckets": 1}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class RunSettings:
     lora_r: int | None = None
     lora_alpha: int | None = None
     lora_targets: tuple[str, ...] | None = None
+    length_buckets: int = 1      # > 1: MeZO's forwards run the batch in length buckets
 
     def __post_init__(self) -> None:
         for name in ("model", "tokenizer"):
@@ -125,6 +128,8 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 _fail(name, "must be an integer >= 1", value)
+        if not _is_int(self.length_buckets) or not 1 <= self.length_buckets <= 64:
+            _fail("length_buckets", "must be an integer in [1, 64]", self.length_buckets)
         if self.lora_targets is not None and (not isinstance(self.lora_targets, tuple) or not self.lora_targets
                                               or not all(isinstance(t, str) and t for t in self.lora_targets)):
             _fail("lora_targets", "must be a non-empty list of module names", self.lora_targets)
@@ -136,6 +141,9 @@ class RunSettings:
             _fail("template", f"must contain {MASK_SLOT!r} exactly once for a masked-LM variant", list(self.template))
         if variant.head == "cls" and masks != 0:
             _fail("template", f"must not contain {MASK_SLOT!r} for a classification-head variant", list(self.template))
+        if variant.optimizer != "mezo" and self.length_buckets != 1:
+            _fail("length_buckets", "applies to MeZO variants only (leave it 1 for first-order ones)",
+                  self.length_buckets)
         if variant.parameters == "lora":
             for name in ("lora_r", "lora_alpha", "lora_targets"):
                 if getattr(self, name) is None:
@@ -209,9 +217,15 @@ class Protocol:
         return resolved
 
     def settings_hash(self, profile: str, variant: str) -> str:
-        """sha256 over everything that defines a result of this variant in this profile."""
+        """sha256 over everything that defines a result of this variant in this profile.
+        Settings added after a version was locked count only when they differ from their
+        default (which reproduces the runs before them), so adding one re-versions nothing."""
+        settings = self.run_settings(profile, variant).to_dict()
+        for name, default in SETTINGS_ADDED_LATER.items():
+            if settings[name] == default:
+                del settings[name]
         payload = {"protocol": self.name, "version": self.version, "task": self.task, "variant": variant,
-                   "settings": self.run_settings(profile, variant).to_dict()}
+                   "settings": settings}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

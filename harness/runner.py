@@ -176,7 +176,7 @@ def execute_run(request: RunRequest) -> Path:
                       lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=seed,
                       progress=request.progress)
         if variant.optimizer == "mezo":
-            result = train_mezo(eps=settings.eps, **common)
+            result = train_mezo(eps=settings.eps, length_buckets=settings.length_buckets, **common)
         else:
             result = train_first_order(dropout=settings.dropout, **common)
         train_loss_end = objective.mean_cross_entropy(batches["train"])

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from harness.mezo import MeZO
 from harness.objective import Objective
-from harness.prompt import Batch, EpochSampler
+from harness.prompt import Batch, EpochSampler, split_by_length
 
 MAX_CURVE_POINTS = 10_000
 
@@ -59,11 +59,13 @@ class Throughput:
     eval_seconds: float = 0.0
     train_seconds: float = 0.0   # forward + update, evaluation excluded
 
-    def count_forward(self, batch: Batch, seconds: float, ragged: bool = False) -> None:
-        """ragged: the backend ran the real tokens only (SGLang), so nothing was padded."""
+    def count_forward(self, batches: list[Batch], seconds: float, ragged: bool = False) -> None:
+        """One forward over `batches` (a batch, or its length buckets). ragged: the backend
+        ran the real tokens only (SGLang), so nothing was padded."""
         self.forward_passes += 1
-        self.real_tokens += batch.real_tokens
-        self.padded_tokens += batch.real_tokens if ragged else batch.padded_tokens
+        real = sum(batch.real_tokens for batch in batches)
+        self.real_tokens += real
+        self.padded_tokens += real if ragged else sum(batch.padded_tokens for batch in batches)
         self.forward_seconds += seconds
 
     def summary(self, steps: int) -> dict:
@@ -129,7 +131,10 @@ def _progress_bar(steps: int, desc: str, enabled: bool):
 
 def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
                dev_batches: list[Batch], steps: int, lr: float, eps: float, weight_decay: float,
-               lr_schedule: str, eval_every: int, seed: int, progress: bool = True) -> TrainResult:
+               lr_schedule: str, eval_every: int, seed: int, length_buckets: int = 1,
+               progress: bool = True) -> TrainResult:
+    """length_buckets > 1: each forward runs the batch split into that many length buckets
+    (harness.prompt.split_by_length); the loss is the same up to float rounding."""
     engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
     step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
     result = TrainResult(curve_stride=curve_stride(steps))
@@ -137,15 +142,18 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     ragged = getattr(objective.head, "ragged_batches", False)
     objective.model.eval()                      # no dropout in the zeroth-order passes
     bar = _progress_bar(steps, "MeZO", progress)
+    batch = parts = None
 
     for step in bar:
-        batch = sampler.next()
+        previous, batch = batch, sampler.next()
+        if batch is not previous:   # a full-batch sampler returns the same batch every step
+            parts = split_by_length(batch, length_buckets) if length_buckets > 1 else [batch]
         forward_seconds_before = result.throughput.forward_seconds
 
         def loss_on_batch() -> float:
             started = clock.now()
-            loss = float(objective.loss(batch))
-            result.throughput.count_forward(batch, clock.now() - started, ragged)
+            loss = float(objective.loss(batch) if len(parts) == 1 else objective.loss_over(parts))
+            result.throughput.count_forward(parts, clock.now() - started, ragged)
             return loss
 
         engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
@@ -184,7 +192,7 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
             started = clock.now()
             loss = objective.cross_entropy(batch)
             forward_done = clock.now()
-            result.throughput.count_forward(batch, forward_done - started)
+            result.throughput.count_forward([batch], forward_done - started)
             loss.backward()
             optimizer.step()
             scheduler.step()

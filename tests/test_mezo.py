@@ -96,7 +96,7 @@ def test_estimator_is_unbiased_for_the_autograd_gradient(micro_tokenizer):
     assert cosine > 0.9
 
 
-def run_loop(tokenizer, seed, steps=15):
+def run_loop(tokenizer, seed, steps=15, length_buckets=1):
     model = build_micro_model(tokenizer)
     objective, encoded = micro_objective(tokenizer, model)
     device = torch.device("cpu")
@@ -104,7 +104,16 @@ def run_loop(tokenizer, seed, steps=15):
     dev = eval_batches(encoded, 8, tokenizer.pad_token_id, device)
     return train_mezo(objective=objective, trainable=list(model.named_parameters()), sampler=sampler,
                       dev_batches=dev, steps=steps, lr=1e-3, eps=1e-3, weight_decay=0.0, lr_schedule="constant", eval_every=5,
-                      seed=seed, progress=False)
+                      seed=seed, length_buckets=length_buckets, progress=False)
+
+
+def test_length_buckets_keep_the_losses_and_pad_less(micro_tokenizer):
+    plain, bucketed = run_loop(micro_tokenizer, 13, steps=3), run_loop(micro_tokenizer, 13, steps=3, length_buckets=2)
+    # The first step sees the same parameters: its losses agree to float rounding.
+    assert bucketed.curve["loss_plus"][0] == pytest.approx(plain.curve["loss_plus"][0], abs=1e-6)
+    assert bucketed.curve["loss_minus"][0] == pytest.approx(plain.curve["loss_minus"][0], abs=1e-6)
+    assert bucketed.throughput.real_tokens == plain.throughput.real_tokens
+    assert bucketed.throughput.padded_tokens < plain.throughput.padded_tokens
 
 
 def test_same_seed_same_losses_other_seed_other_losses(micro_tokenizer):

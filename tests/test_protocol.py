@@ -82,6 +82,15 @@ def test_hash_changes_only_for_what_changed(protocol_copy):
     assert {key for key in before if before[key] != after[key]} == {"smoke/hf-ft"}
 
 
+def test_a_setting_added_later_hashes_only_when_it_is_not_its_default(protocol_copy):
+    before = load_protocol(protocol_copy).current_hashes()
+    edit(protocol_copy, "length_buckets = 1\n", "")   # as v2 was when it was locked
+    assert load_protocol(protocol_copy).current_hashes() == before
+    edit(protocol_copy, "[profiles.smoke.overrides.hf-mlm-lora]\n", "[profiles.smoke.overrides.hf-mlm-lora]\nlength_buckets = 4\n")
+    after = load_protocol(protocol_copy).current_hashes()
+    assert {key for key in before if before[key] != after[key]} == {"smoke/hf-mlm-lora"}
+
+
 def test_changing_a_value_without_bumping_version_fails_the_lock(protocol_copy):
     edit(protocol_copy, "steps = 400\n", "steps = 401\n")
     with pytest.raises(HarnessError, match=r"smoke/hf-cls, .* differ from what version 2 locked; bump `version`"):
@@ -136,6 +145,9 @@ def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
         ("[profiles.smoke.overrides.hf-ft]", "[profiles.smoke.overrides.hf-zz]", r"overrides.hf-zz is for a variant the profile does not run"),
         ("[variants.hf-cls]", "[variants.hf-zz]", r"\[variants.hf-zz\]: unknown variant"),
         ("[variants.hf-ft]\n", "[variants.hf-ft]\nvariants = []\n", r"\[variants.hf-ft\]: unknown key 'variants'"),
+        ("length_buckets = 1\n", "length_buckets = 0\n", r"field 'length_buckets' must be an integer in \[1, 64\], got 0"),
+        ("[variants.hf-ft]\n", "[variants.hf-ft]\nlength_buckets = 4\n",
+         r"variant hf-ft: field 'length_buckets' applies to MeZO variants only"),
     ],
 )
 def test_bad_values_name_the_field(protocol_copy, old, new, message):
