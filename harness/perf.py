@@ -235,8 +235,43 @@ def write_perf_report(perf_root: Path, out_dir: Path) -> list[Path]:
                           for r in rows)]
     if missing:
         lines += ["", "Not measured (no run on such a machine): " + "; ".join(missing) + "."]
+    figure_path = _step_figure(rows, out_dir / "perf.png")
+    lines += ["", "![Where a step's time goes](perf.png)"]
     tmp = md_path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(md_path)
     csv_tmp.replace(csv_path)
-    return [md_path, csv_path]
+    return [md_path, csv_path, figure_path]
+
+
+def _step_figure(rows: list[dict], path: Path) -> Path:
+    """Per case: the MeZO step, the bucketed step and the reference-style step, each split
+    into its forward passes and everything else (median times, relative to the MeZO step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [row for row in rows if row["step_ms"] is not None and row["forward_ms"] is not None]
+    fig, axes = plt.subplots(1, max(len(cases), 1), figsize=(4.2 * max(len(cases), 1), 3.6), squeeze=False)
+    for ax, row in zip(axes[0], cases):
+        bars = [("MeZO step", row["step_ms"], 2 * row["forward_ms"]),
+                ("bucketed step", row["bucketed_step_ms"],
+                 2 * row["forward_bucketed_ms"] if row["forward_bucketed_ms"] is not None else None),
+                ("reference-style", row["reference_step_ms"], 2 * row["forward_ms"])]
+        bars = [(label, total, forwards) for label, total, forwards in bars if total is not None and forwards is not None]
+        labels = [label for label, _, _ in bars]
+        forwards = [f / row["step_ms"] for _, _, f in bars]
+        rest = [(total - f) / row["step_ms"] for _, total, f in bars]
+        ax.bar(labels, forwards, color="#4c72b0", label="2 forward passes")
+        ax.bar(labels, rest, bottom=forwards, color="#dd8452", label="parameter passes + other")
+        ax.set_ylabel("time / MeZO step")
+        ax.set_title(f"{row['case']}\n{row['machine']} · MeZO step {row['step_ms']:,.1f} ms", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.legend(fontsize=7)
+    if not cases:
+        axes[0][0].text(0.5, 0.5, "no case with forward and step timings", ha="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

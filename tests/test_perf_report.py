@@ -72,7 +72,8 @@ def test_store_and_report(tmp_path):
     stored = store_run(source, tmp_path / "perf")
     assert stored.relative_to(tmp_path / "perf").as_posix() == "test-cpu-2-cores/20261121T070000Z_abcdef123456-dirty.json"
     assert [path for path, _ in latest_runs(tmp_path / "perf")] == [stored]
-    md, csv = write_perf_report(tmp_path / "perf", tmp_path / "report")
+    md, csv, figure = write_perf_report(tmp_path / "perf", tmp_path / "report")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
     text = md.read_text()
     assert "perf/test-cpu-2-cores/20261121T070000Z_abcdef123456-dirty.json" in text
     assert "uncommitted changes" in text

@@ -109,6 +109,7 @@ def workload(request, sst2_batch_source) -> Workload:
         "tokenizer": {"id": TOKENIZER, "sha256": loaded_tokenizer.info["sha256"]},
         "data": data_info, "k": K, "split_seed": SPLIT_SEED, "rows_seed": ROWS_SEED,
         "mezo_workers": engine.workers, "torch_threads": torch.get_num_threads(),
+        "attention": model.config._attn_implementation,
     }
     return Workload(case, objective, trainable, engine, batch, buckets, info)
 
