@@ -118,6 +118,10 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _milliseconds(seconds):
+    return seconds * 1e3 if seconds is not None else None
+
+
 def case_rows(run: dict) -> list[dict]:
     """One row per case of a run: the medians and the ratios between them."""
     label = machine_label(run["machine_info"])
@@ -148,19 +152,19 @@ def case_rows(run: dict) -> list[dict]:
             "datetime": run["datetime"],
             "num_parameters": info["num_parameters"],
             "real_tokens": info["real_tokens"], "padded_tokens": info["padded_tokens"],
-            "forward_ms": forward * 1e3 if forward is not None else None,
-            "forward_bucketed_ms": median("forward_bucketed") * 1e3 if "forward_bucketed" in by_kind else None,
-            "step_ms": step * 1e3 if step is not None else None,
-            "reference_step_ms": reference * 1e3 if reference is not None else None,
+            "forward_ms": _milliseconds(forward),
+            "forward_bucketed_ms": _milliseconds(median("forward_bucketed")),
+            "step_ms": _milliseconds(step),
+            "reference_step_ms": _milliseconds(reference),
             "overhead_factor": _ratio(step, 2 * forward) if forward is not None else None,
             "speedup_vs_reference": _ratio(reference, step),
-            "bucketed_step_ms": median("mezo_step_bucketed") * 1e3 if "mezo_step_bucketed" in by_kind else None,
+            "bucketed_step_ms": _milliseconds(median("mezo_step_bucketed")),
             "bucketed_speedup_vs_reference": _ratio(reference, median("mezo_step_bucketed")),
             "non_forward_speedup": (_ratio(reference_non_forward, non_forward)
                                     if non_forward is not None and non_forward > 0 else None),
-            "perturb_first_gbps": gbps["perturb_first"] / 1e9 if gbps["perturb_first"] else None,
-            "perturb_repeat_gbps": gbps["perturb_repeat"] / 1e9 if gbps["perturb_repeat"] else None,
-            "bandwidth_gbps": bandwidth[info["device"]] / 1e9 if info["device"] in bandwidth else None,
+            "perturb_first_gbps": _ratio(gbps["perturb_first"], 1e9),
+            "perturb_repeat_gbps": _ratio(gbps["perturb_repeat"], 1e9),
+            "bandwidth_gbps": _ratio(bandwidth.get(info["device"]), 1e9),
             "tokens_per_s_padded": _ratio(info["real_tokens"], forward),
             "tokens_per_s_bucketed": _ratio(info["real_tokens"], median("forward_bucketed")),
             "mezo_peak_over_inference": memory_ratios.get("mezo_over_inference"),
