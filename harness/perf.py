@@ -143,7 +143,8 @@ def case_rows(run: dict) -> list[dict]:
         non_forward = (step - 2 * forward) if step is not None and forward is not None else None
         reference_non_forward = (reference - 2 * forward) if reference is not None and forward is not None else None
         memory_ratios = by_kind.get("peak_memory", {}).get("extra_info", {}).get("memory", {}).get("ratios", {})
-        gbps = {kind: _ratio(info["parameter_bytes"] * 2, median(kind)) for kind in ("perturb_first", "perturb_repeat")}
+        gbps = {kind: _ratio(by_kind[kind]["extra_info"]["bytes_per_pass"], median(kind)) if kind in by_kind else None
+                for kind in ("perturb_first", "perturb_repeat")}
         rows.append({
             "machine": label,
             "case": case,

@@ -27,7 +27,8 @@ def benchmark_run(dirty=False):
         "version": "5.2.3",
         "benchmarks": [
             bench("forward", 2.0), bench("forward_bucketed", 0.8), bench("mezo_step", 4.4), bench("mezo_step_bucketed", 2.0),
-            bench("reference_step", 5.6), bench("perturb_first", 0.4), bench("perturb_repeat", 0.2),
+            bench("reference_step", 5.6), bench("perturb_first", 0.4, bytes_per_pass=8_000_000_000),
+            bench("perturb_repeat", 0.2, bytes_per_pass=8_000_000_000),
             bench("peak_memory", 30.0, memory=memory),
             {"name": "test_memory_bandwidth[cpu]", "stats": {"median": 0.1},
              "extra_info": {"kind": "bandwidth", "device": "cpu", "bytes_per_round": 2_000_000_000}},

@@ -18,10 +18,11 @@ from harness.reference_mezo import reference_style_step
 from conftest import EPS, LR, WEIGHT_DECAY, Workload
 
 
-def _run(benchmark, workload: Workload, kind: str, function, **extra) -> None:
+def _run(benchmark, workload: Workload, kind: str, function, *, rounds: int | None = None, warmup_rounds: int = 1,
+         **extra) -> None:
     benchmark.group = workload.case.id
     benchmark.extra_info.update(workload.info, kind=kind, **extra)
-    benchmark.pedantic(function, rounds=workload.case.rounds, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(function, rounds=rounds or workload.case.rounds, warmup_rounds=warmup_rounds, iterations=1)
 
 
 def _synchronised(device: torch.device, function):
@@ -97,9 +98,7 @@ def test_peak_memory(benchmark, workload):
                                      weight_decay=WEIGHT_DECAY, dropout=False,
                                      phases=("inference", "mezo_step", "reference_mezo_step")))
 
-    benchmark.group = workload.case.id
-    benchmark.extra_info.update(workload.info, kind="peak_memory")
-    benchmark.pedantic(measure, rounds=1, iterations=1)
+    _run(benchmark, workload, "peak_memory", measure, rounds=1, warmup_rounds=0)
     assert "error" not in memory, memory.get("error")
     benchmark.extra_info["memory"] = memory
 
