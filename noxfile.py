@@ -60,11 +60,30 @@ def _data_env() -> dict[str, str]:
     return {}
 
 
+def _loralib_0_1_1(session: nox.Session) -> Path | None:
+    """loralib 0.1.1 (no dependencies) in <virtualenv>/loralib-0.1.1, beside the dev extra's pinned
+    0.1.2 and without replacing it; installed once. None if absent (e.g. under `nox --no-install`)."""
+    target = Path(session.virtualenv.location) / "loralib-0.1.1"
+    if not (target / "loralib" / "layers.py").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        session.install("--no-deps", "--target", str(target), "loralib==0.1.1")
+    return target if (target / "loralib" / "layers.py").is_file() else None
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on CPU (gpu-marked tests skip themselves without CUDA)."""
+    """The test suite on CPU (gpu-marked tests skip themselves without CUDA).
+
+    loralib 0.1.1 is also installed beside the pinned 0.1.2 (`_loralib_0_1_1`) and its folder passed
+    as MEZO_BENCH_LORALIB_0_1_1: tests/test_reference_lora.py loads it as a separate module to run the
+    reference's LoRA model under both versions (its 0.1.1 cases skip where the variable is unset).
+    """
     _install(session, "dev,peft")
-    session.run("pytest", *session.posargs, env=_data_env())
+    env = _data_env()
+    loralib_0_1_1 = _loralib_0_1_1(session)
+    if loralib_0_1_1 is not None:
+        env["MEZO_BENCH_LORALIB_0_1_1"] = str(loralib_0_1_1)
+    session.run("pytest", *session.posargs, env=env)
 
 
 @nox.session(name="tests-sglang")

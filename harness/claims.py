@@ -8,13 +8,14 @@ what is missing.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.tomlfile import check_keys, read_toml
-from harness.results import best_dev_per_seed, completed, field_value, hardware_class
+from harness.results import best_dev_per_seed, field_value, grid_point, hardware_class, selectable
 
 RANDOM_INIT = "random-init:"
 
@@ -30,7 +31,10 @@ def _field(records: list[dict], *path: str) -> list[float]:
 
 def _test_accuracy(records):
     selected = best_dev_per_seed(records)
-    return 100 * _mean([r["metrics"]["test_accuracy"] for r in selected]), f"best dev of each of {len(selected)} seed(s)"
+    if not selected:
+        return None, "no run of the grid reached a dev evaluation"
+    return (100 * _mean([r["metrics"]["test_accuracy"] for r in selected]),
+            f"best dev of each of {len(selected)} seed(s) (the reference's gather_result.py rule)")
 
 
 def _per_run(path: tuple[str, ...], scale: float = 1.0, offset: float = 0.0):
@@ -56,15 +60,18 @@ def _radix_memory_saved(records):
 # metric name -> function(records) -> (value or None, detail)
 METRICS = {
     "test_accuracy": _test_accuracy,
+    "zero_shot_test_accuracy": _per_run(("metrics", "zero_shot_test_accuracy"), 100.0),
     "zero_gradient_percent": _per_run(("sparsity", "zero_fraction"), 100.0),
     "nonzero_gradient_percent": _per_run(("sparsity", "zero_fraction"), -100.0, 100.0),
     "memory_excess_ratio_mezo_over_inference": _per_run(("memory", "ratios", "excess_mezo_over_inference")),
+    "memory_peak_ratio_mezo_over_inference": _per_run(("memory", "ratios", "mezo_over_inference")),
     "steps_per_second": _per_run(("throughput", "steps_per_second")),
     "radix_prefix_hit_percent": _per_run(("radix", "prefix_hit_rate"), 100.0),
     "radix_token_reuse_percent": _per_run(("radix", "token_reuse_rate"), 100.0),
     "radix_memory_saved_percent": _radix_memory_saved,
 }
-CONDITION_KEYS = ("model", "hardware", "profile", "steps", "min_seeds")
+SELECTION_METRICS = ("test_accuracy",)   # computed by selecting over a grid: one grid only
+CONDITION_KEYS = ("protocol_version", "protocol_hash", "model", "hardware", "profile", "steps", "min_seeds")
 CLAIM_KEYS = ("id", "source", "statement", "metric", "variant", "k", "expected", "paper", "tolerance", "conditions")
 PAPER_KEYS = ("id", "variant", "k", "metric", "mean", "std", "source", "steps")
 
@@ -85,15 +92,22 @@ class Claim:
 @dataclass(frozen=True)
 class Verdict:
     claim: Claim
-    verdict: str                # "reproduced" | "refuted" | "not measured"
+    outcome: str                # "reproduced" | "refuted" | "not measured"
     measured: float | None
     detail: str                 # evidence used, or what is missing
+    scope: str = ""             # "" (pretrained checkpoints) or the random-init models it rests on
+
+    @property
+    def verdict(self) -> str:
+        """The outcome, saying so when it was reached on a random-init model."""
+        return f"{self.outcome} {self.scope}" if self.scope else self.outcome
 
     def as_dict(self) -> dict:
         c = self.claim
         return {"id": c.id, "source": c.source, "statement": c.statement, "metric": c.metric, "variant": c.variant,
                 "k": c.k, "expected": c.expected, "tolerance": c.tolerance, "conditions": c.conditions,
-                "measured": self.measured, "verdict": self.verdict, "detail": self.detail}
+                "measured": self.measured, "verdict": self.verdict, "outcome": self.outcome, "scope": self.scope,
+                "detail": self.detail}
 
 
 def load_paper(path: str | Path) -> dict[str, dict]:
@@ -139,6 +153,9 @@ def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
             raise HarnessError(f"{where}: field 'tolerance' must be a number >= 0, got {entry['tolerance']!r}")
         conditions = entry.get("conditions", {})
         check_keys(conditions, CONDITION_KEYS, f"{where} conditions")
+        if ("protocol_version" in conditions) == ("protocol_hash" in conditions):
+            raise HarnessError(f"{where}: conditions need exactly one of 'protocol_version' or 'protocol_hash' "
+                               f"(a verdict counts only the records of the protocol it names)")
         if conditions.get("hardware", "any") not in ("any", "cpu", "cuda"):
             raise HarnessError(f"{where}: condition 'hardware' must be any, cpu or cuda")
         claims.append(Claim(id=entry["id"], source=entry["source"], statement=entry["statement"],
@@ -156,20 +173,65 @@ def _hardware_ok(record: dict, wanted: str) -> bool:
     return wanted == "any" or hardware_class(record).split(":")[0] == wanted
 
 
+def _protocol_ok(record: dict, conditions: dict) -> bool:
+    protocol = record["protocol"]
+    if "protocol_hash" in conditions:
+        return protocol["hash"] == conditions["protocol_hash"]
+    return protocol["version"] == conditions["protocol_version"]
+
+
 def _describe(records: list[dict]) -> str:
-    kinds = sorted({f"{r['model']['id']} / profile {r['protocol']['profile']} / {hardware_class(r)}" for r in records})
+    kinds = sorted({f"{r['model']['id']} / profile {r['protocol']['profile']} / v{r['protocol']['version']} / "
+                    f"{hardware_class(r)}" for r in records})
     return "; ".join(kinds)
+
+
+def _grid_points(grid: dict) -> list[tuple]:
+    """Every (seed, lr, batch size, eps, weight decay) of a record's `protocol.grid`."""
+    return list(itertools.product(grid["seeds"], grid["lr"], grid["batch_size"], grid["eps"], grid["weight_decay"]))
+
+
+def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
+    """Records grouped by (protocol hash, k); only groups in which every grid point of every
+    seed has a completed or diverged run count. Returns (complete groups, what the others miss)."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["protocol"]["hash"], record["k"]), []).append(record)
+    complete, missing = [], []
+    for (digest, k), group in groups.items():
+        grid = group[0]["protocol"].get("grid")
+        where = f"profile {group[0]['protocol']['profile']} k={k} (protocol {digest[:8]})"
+        if grid is None:
+            missing.append(f"{where}: its records do not say their grid (older schema)")
+            continue
+        have = {grid_point(r) for r in group}   # group holds selectable runs only
+        absent = [point for point in _grid_points(grid) if point not in have]
+        if absent:
+            seed, lr, batch, eps, wd = absent[0]
+            missing.append(f"{where}: {len(absent)} of {len(_grid_points(grid))} grid points have no completed or "
+                           f"diverged run (e.g. seed {seed} lr {lr:g} batch {batch} eps {eps:g} wd {wd:g})")
+        else:
+            complete.append(group)
+    return complete, missing
+
+
+def _scope(records: list[dict]) -> str:
+    """'' for pretrained checkpoints; else which random-init models the verdict rests on."""
+    random_init = sorted({r["model"]["id"] for r in records if r["model"]["id"].startswith(RANDOM_INIT)})
+    return f"on a random-init model ({', '.join(random_init)}), not a pretrained checkpoint" if random_init else ""
 
 
 def judge(claim: Claim, records: list[dict]) -> Verdict:
     conditions = claim.conditions
-    of_variant = [r for r in completed(records) if r["variant"]["name"] == claim.variant
-                  and (claim.k is None or r["k"] == claim.k)]
+    of_variant = [r for r in selectable(records)
+                  if r["variant"]["name"] == claim.variant and (claim.k is None or r["k"] == claim.k)]
     target = f"variant {claim.variant}" + (f" k={claim.k}" if claim.k is not None else "")
     if not of_variant:
         return Verdict(claim, "not measured", None, f"no completed records of {target}")
-    needs = []
-    matching = of_variant
+    version = (f"protocol hash {conditions['protocol_hash'][:8]}" if "protocol_hash" in conditions
+               else f"protocol v{conditions['protocol_version']}")
+    needs = [version]
+    matching = [r for r in of_variant if _protocol_ok(r, conditions)]
     if "model" in conditions:
         matching = [r for r in matching if _model_ok(r, conditions["model"])]
         needs.append(f"model {conditions['model']}" + ("" if conditions["model"] == "any" else " (pretrained)"))
@@ -185,15 +247,23 @@ def judge(claim: Claim, records: list[dict]) -> Verdict:
     if not matching:
         return Verdict(claim, "not measured", None,
                        f"needs {', '.join(needs)}; records of {target} are only: {_describe(of_variant)}")
+    groups, missing = _complete_groups(matching)
+    if not groups:
+        return Verdict(claim, "not measured", None, "no complete grid: " + "; ".join(missing))
+    if claim.metric in SELECTION_METRICS and len({g[0]["protocol"]["hash"] for g in groups}) > 1:
+        return Verdict(claim, "not measured", None,
+                       f"complete grids of several protocol hashes match ({_describe([g[0] for g in groups])}); "
+                       f"name a profile or protocol_hash so one grid is selected from")
+    matching = [r for group in groups for r in group]
     seeds = {r["seed"] for r in matching}
     if len(seeds) < conditions.get("min_seeds", 1):
         return Verdict(claim, "not measured", None,
-                       f"needs {conditions['min_seeds']} seeds, records have {len(seeds)}")
+                       f"needs {conditions['min_seeds']} seeds, the complete grids have {len(seeds)}")
     value, detail = METRICS[claim.metric](matching)
     if value is None:
         return Verdict(claim, "not measured", None, detail)
-    verdict = "reproduced" if abs(value - claim.expected) <= claim.tolerance else "refuted"
-    return Verdict(claim, verdict, value, f"{detail}; {_describe(matching)}")
+    outcome = "reproduced" if abs(value - claim.expected) <= claim.tolerance else "refuted"
+    return Verdict(claim, outcome, value, f"{detail}; {_describe(matching)}", scope=_scope(matching))
 
 
 def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:

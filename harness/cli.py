@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float, help="learning rate from the profile's grid (default: its only lr)")
     run.add_argument("--batch-size", type=_positive_int,
                      help="batch size from the grid for this k (default: its only value)")
+    run.add_argument("--eps", type=float, help="MeZO perturbation scale from the grid (default: its only eps)")
+    run.add_argument("--weight-decay", type=float, help="weight decay from the grid (default: its only value)")
 
     bench = commands.add_parser("bench", help="run every variant x k x seed x lr of a profile")
     _add_run_options(bench)
@@ -102,7 +104,8 @@ def _cmd_run(args) -> None:
 
     protocol = load_protocol(args.protocol)
     path = execute_run(RunRequest(protocol=protocol, profile=args.profile, variant=args.variant, k=args.k,
-                                  seed=args.seed, lr=args.lr, batch_size=args.batch_size, out_dir=args.out,
+                                  seed=args.seed, lr=args.lr, batch_size=args.batch_size, eps=args.eps,
+                                  weight_decay=args.weight_decay, out_dir=args.out,
                                   data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
                                   measure_memory=not args.no_memory))
     _print_summary([path])
@@ -126,17 +129,18 @@ def _cmd_bench(args) -> None:
             print(f"bench: skipping {name}: needs {', '.join(missing)} (pip install 'mezo-bench[{','.join(missing)}]')",
                   file=sys.stderr)
             continue
-        grid += [(name, *point) for point in settings.grid()]
+        grid += [(name, point) for point in settings.grid()]
     if not grid:
         raise HarnessError(f"no variant of profile {profile!r} can run on this machine")
     print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(grid)} run(s)",
           file=sys.stderr)
     paths = []
-    for index, (variant, k, seed, lr, batch_size) in enumerate(grid, start=1):
-        print(f"[{index}/{len(grid)}] {variant} k={k} seed={seed} lr={lr:g} batch={batch_size}", file=sys.stderr)
+    for index, (variant, point) in enumerate(grid, start=1):
+        print(f"[{index}/{len(grid)}] {variant} k={point.k} seed={point.seed} lr={point.lr:g} "
+              f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}", file=sys.stderr)
         paths.append(execute_run(RunRequest(
-            protocol=protocol, profile=profile, variant=variant, k=k, seed=seed, lr=lr, batch_size=batch_size,
-            out_dir=args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+            protocol=protocol, profile=profile, variant=variant, k=point.k, seed=point.seed, lr=point.lr,
+            batch_size=point.batch_size, eps=point.eps, weight_decay=point.weight_decay, out_dir=args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
             measure_memory=not args.no_memory)))
     _print_summary(paths)
 
@@ -147,8 +151,11 @@ def _print_summary(paths: list[Path]) -> None:
         record = json.loads(path.read_text())
         metrics, sparsity = record["metrics"], record["sparsity"]
         zero = f"{sparsity['zero_fraction']:>6.3f}" if sparsity else f"{'-':>6}"
+        dev, test = (f"{value:.4f}" if value is not None else "-"
+                     for value in (metrics["best_dev_accuracy"], metrics["test_accuracy"]))
+        status = f"  ({record['status']} at step {record['diverged_at']})" if record["status"] == "diverged" else ""
         print(f"{record['run_id']:<60} {metrics['zero_shot_test_accuracy']:>9.4f} "
-              f"{metrics['best_dev_accuracy']:>8.4f} {metrics['test_accuracy']:>6.4f} {zero}  {path}")
+              f"{dev:>8} {test:>6} {zero}  {path}{status}")
 
 
 def _cmd_splits(args) -> None:
@@ -223,7 +230,7 @@ def _cmd_claims(args) -> None:
         measured = "-" if v.measured is None else f"{v.measured:.4g}"
         print(f"{v.claim.id:<34} {v.verdict:<13} measured {measured:>8}  expected {v.claim.expected:g} ± "
               f"{v.claim.tolerance:g}  ({v.detail})")
-    counts = {kind: sum(v.verdict == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
+    counts = {kind: sum(v.outcome == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
     print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """`mezo-bench gate`: refuse a change that makes the results worse.
 
-Runs are matched on (protocol hash, hardware class, variant, k, seed, lr, batch size),
+Runs are matched on (protocol hash, hardware class, variant, k, and the grid point: seed, lr,
+batch size, eps, weight decay),
 the latest record of each side winning. Each metric of benchmarks/gate.toml is compared
 with its direction and tolerance. Runs only in the baseline ("removed") and runs that
 completed in the baseline but failed in the candidate ("newly failing") are regressions
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.results import field_value, hardware_class
+from harness.results import field_value, grid_point, hardware_class
 from harness.tomlfile import check_keys, read_toml
 
 METRIC_KEYS = ("path", "direction", "kind", "tolerance", "only")
@@ -54,14 +55,14 @@ def load_gate_config(path: str | Path) -> list[GateMetric]:
 
 
 def run_key(record: dict) -> tuple:
-    hp = record["hyperparameters"]
     return (record["protocol"]["hash"], hardware_class(record), record["variant"]["name"], record["k"],
-            record["seed"], hp["lr"], hp["batch_size"])
+            *grid_point(record))
 
 
 def _label(key: tuple) -> str:
-    digest, hardware, variant, k, seed, lr, batch = key
-    return f"{variant} k={k} seed={seed} lr={lr:g} batch={batch} [{hardware}, protocol {digest[:8]}]"
+    digest, hardware, variant, k, seed, lr, batch, eps, wd = key
+    return (f"{variant} k={k} seed={seed} lr={lr:g} batch={batch} eps={eps:g} wd={wd:g} "
+            f"[{hardware}, protocol {digest[:8]}]")
 
 
 def _latest(records: list[dict]) -> dict[tuple, dict]:

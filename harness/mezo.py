@@ -1,11 +1,18 @@
 """MeZO: zeroth-order SPSA with in-place perturbations (Malladi et al. 2023, Algorithm 1).
 
-z is never stored: it is regenerated from the step's seed, tensor by tensor, in the same
-order every time -- one generator stream over the parameters, the draws of
-`torch.randn(param.shape, generator=g)` for each parameter in turn (the reference code's
-`torch.manual_seed` + `torch.normal` give the same numbers). A step makes three passes
-over the parameters: +eps*z, -2*eps*z, then restore and update fused into one (the
-reference makes four, each with a fresh allocation per tensor).
+z is never stored: it is regenerated from the step's seed in the same order every time. A
+step makes three passes over the parameters: +eps*z, -2*eps*z, then restore and update
+fused into one (the reference makes four, each with a fresh allocation per tensor). Two z
+streams (`z_stream`; "auto" picks per-chunk on CUDA, sequential elsewhere):
+- "sequential": one generator stream over the parameters, the draws of
+  `torch.randn(param.shape, generator=g)` for each parameter in turn (the reference code's
+  `torch.manual_seed` + `torch.normal` give the same numbers).
+- "per-chunk": the parameters are cut into the chunks below and chunk k (counted over all
+  parameters) draws `normal_` from a generator seeded with
+  `numpy.random.SeedSequence(seed, spawn_key=(k,)).generate_state(1, uint64)[0]`, numpy's
+  k-th independent child of the step seed. Chunks need no shared generator state, so
+  every pass just reseeds per chunk, and no parameter-sized tensor is ever allocated (a
+  non-contiguous parameter, which no model here has, is drawn whole as its one chunk).
 
 Speed without changing a single draw (CPU):
 - z is drawn chunk by chunk into a small reused buffer, never a whole tensor at once, so a
@@ -20,8 +27,14 @@ Speed without changing a single draw (CPU):
   every chunk; the step's other two passes then redraw the chunks on several threads at
   once (torch releases the GIL), each thread with its own generator set to those states.
   The CPU generator (mt19937) is inherently sequential, so the first pass cannot be split.
-CUDA draws whole tensors in order (its Philox offsets depend on each call's size, so
-chunks would change the numbers); there the passes are bound by memory bandwidth.
+
+CUDA uses the per-chunk stream: Philox offsets depend on each call's size, so slicing one
+sequential draw into chunks would change the numbers, while drawing whole tensors allocates
+the largest parameter per step (206 MB for roberta-large, more than an SST-2 inference
+batch). Per-chunk seeds make chunks independent and exactly reproducible (for a given torch,
+GPU model and chunk size: the kernel's grid depends on the GPU's multiprocessor count). Its
+z are other numbers than whole-tensor draws, statistically the same (iid N(0, 1)); the CPU
+default stream is unchanged, bit for bit. On CUDA the passes are bound by memory bandwidth.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # The reference code (MeZO `medium_models/src/trainer.py`, zo_update) skips weight decay for
@@ -41,6 +55,7 @@ NO_DECAY_NAME_PARTS = ("bias", "layer_norm", "layernorm")
 CHUNK_ELEMENTS = 1 << 20            # 4 MiB of fp32 per thread; a multiple of 16
 NORMAL_BLOCK = 16                   # torch's CPU normal_ works in blocks of 16 draws
 PARALLEL_MIN_ELEMENTS = 1 << 22     # below ~4M parameters threads cost more than they save
+Z_STREAMS = ("auto", "sequential", "per-chunk")
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class Chunk:
     index: int          # which parameter
     start: int          # element range of the flattened parameter
     stop: int
-    whole: bool         # drawn as one torch.randn of the parameter's shape
+    whole: bool         # drawn as one tensor of the parameter's shape
 
 
 def chunk_bounds(numel: int, chunk_elements: int) -> list[tuple[int, int]]:
@@ -85,11 +100,19 @@ def chunked_draws_match(dtype: torch.dtype) -> bool:
     return True
 
 
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The per-chunk stream's generator seed for global chunk `chunk` of step `seed`."""
+    return int(np.random.SeedSequence(seed, spawn_key=(chunk,)).generate_state(1, np.uint64)[0])
+
+
 class MeZO:
     def __init__(self, named_parameters: list[tuple[str, torch.Tensor]], *, lr: float, eps: float,
-                 weight_decay: float, workers: int | None = None, chunk_elements: int = CHUNK_ELEMENTS):
-        """workers: threads that redraw z in the second and third pass of a step (CPU only);
-        default: torch's thread count for models of 4M+ parameters, else 1."""
+                 weight_decay: float, workers: int | None = None, chunk_elements: int = CHUNK_ELEMENTS,
+                 z_stream: str = "auto"):
+        """workers: threads that redraw z in the second and third pass of a step (CPU,
+        sequential stream only); default: torch's thread count for models of 4M+ parameters,
+        else 1. z_stream: "auto" (per-chunk on CUDA, else sequential), "sequential" or
+        "per-chunk"; `self.z_stream` holds the resolved name."""
         if not named_parameters:
             raise ValueError("MeZO needs at least one trainable parameter")
         self.names = [name for name, _ in named_parameters]
@@ -97,13 +120,19 @@ class MeZO:
         self.decays = [not any(part in name for part in NO_DECAY_NAME_PARTS) for name in self.names]
         self.lr, self.eps, self.weight_decay = lr, eps, weight_decay
         device = self.params[0].device
+        if z_stream not in Z_STREAMS:
+            raise ValueError(f"z_stream must be one of {', '.join(Z_STREAMS)}; got {z_stream!r}")
+        if z_stream == "auto":
+            z_stream = "per-chunk" if device.type == "cuda" else "sequential"
+        self.z_stream, self.chunk_elements = z_stream, chunk_elements
         self.generator = torch.Generator(device=device)
         self.chunks = self._plan_chunks(device, chunk_elements)
+        self._chunk_seeds: tuple[int, list[int]] | None = None   # (step seed, per-chunk seeds)
 
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         total = sum(param.numel() for param in self.params)
-        if device.type != "cpu":
+        if device.type != "cpu" or z_stream == "per-chunk":
             workers = 1
         elif workers is None:
             workers = torch.get_num_threads() if total >= PARALLEL_MIN_ELEMENTS else 1
@@ -119,7 +148,8 @@ class MeZO:
     def _plan_chunks(self, device: torch.device, chunk_elements: int) -> list[Chunk]:
         chunks = []
         for index, param in enumerate(self.params):
-            chunkable = (device.type == "cpu" and param.is_contiguous() and chunked_draws_match(param.dtype))
+            chunkable = param.is_contiguous() and (
+                self.z_stream == "per-chunk" or (device.type == "cpu" and chunked_draws_match(param.dtype)))
             bounds = chunk_bounds(param.numel(), chunk_elements) if chunkable else [(0, param.numel())]
             chunks.extend(Chunk(index, start, stop, whole=not chunkable) for start, stop in bounds)
         return chunks
@@ -150,15 +180,35 @@ class MeZO:
         param = self.params[chunk.index]
         return param if chunk.whole else param.view(-1)[chunk.start:chunk.stop]
 
+    def _per_chunk_draws(self, seed: int) -> Iterator[tuple[Chunk, torch.Tensor]]:
+        """The per-chunk stream: each chunk drawn from its own seed (kept for the step's other passes)."""
+        if self._chunk_seeds is None or self._chunk_seeds[0] != seed:
+            self._chunk_seeds = (seed, [chunk_seed(seed, k) for k in range(len(self.chunks))])
+        for chunk, generator_seed in zip(self.chunks, self._chunk_seeds[1]):
+            yield chunk, self._draw(chunk, self.generator.manual_seed(generator_seed), 0)
+
     def noise(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, z) pairs, whole tensors; what every pass applies, chunked or not."""
-        self.generator.manual_seed(seed)
-        for param in self.params:
-            yield param, torch.randn(param.shape, generator=self.generator, dtype=param.dtype,
-                                     device=param.device)
+        if self.z_stream == "sequential":
+            self.generator.manual_seed(seed)
+            for param in self.params:
+                yield param, torch.randn(param.shape, generator=self.generator, dtype=param.dtype,
+                                         device=param.device)
+            return
+        for chunk, chunk_z in self._per_chunk_draws(seed):
+            param = self.params[chunk.index]
+            if chunk.start == 0:
+                z = torch.empty(param.numel(), dtype=param.dtype, device=param.device)
+            z[chunk.start:chunk.stop] = chunk_z.reshape(-1)
+            if chunk.stop == param.numel():
+                yield param, z.view(param.shape)
 
     def _walk(self, seed: int, apply: Callable[[Chunk, torch.Tensor, torch.Tensor], None]) -> None:
         """apply(chunk, target, z) over every chunk, with z drawn from `seed`."""
+        if self.z_stream == "per-chunk":
+            for chunk, z in self._per_chunk_draws(seed):
+                apply(chunk, self._target(chunk), z)
+            return
         if self._pool is not None and self._states_seed == seed:
             list(self._pool.map(lambda part: self._walk_part(part, apply), range(len(self._parts))))
             return

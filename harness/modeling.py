@@ -76,8 +76,22 @@ def _weights_sha256(directory: Path) -> str | None:
     return digest.hexdigest()
 
 
+def untie_lm_decoder(model, decoder_weight: torch.Tensor) -> None:
+    """Give the LM head its own decoder weight, as the reference's RobertaForPromptFinetuning
+    has (MeZO `medium_models/src/models.py`: "input embeddings and the output embeddings are NOT
+    tied"), so MeZO perturbs and updates it with its own z. The decoder's bias stays the head's
+    `bias` parameter, as in the reference's RobertaLMHead (`self.decoder.bias = self.bias`)."""
+    head = model.lm_head
+    head.decoder.weight = torch.nn.Parameter(decoder_weight.detach().clone())
+    head.decoder.bias = head.bias
+    model.config.tie_word_embeddings = False   # nothing may tie it again
+
+
 def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torch.device,
-               revision: str | None = None) -> LoadedModel:
+               revision: str | None = None, lm_decoder: str = "tied") -> LoadedModel:
+    """lm_decoder "untied": the decoder is initialised from the checkpoint's decoder weight, or,
+    where the checkpoint has none (random-init models, checkpoints saved tied), from the word
+    embeddings -- never randomly."""
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     if spec.startswith(RANDOM_INIT_PREFIX):
@@ -94,9 +108,23 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
             torch.manual_seed(init_seed)
             model = RobertaForMaskedLM(RobertaConfig(**values))
         info = {"id": spec, "revision": None, "init_seed": init_seed, "config": values}
+        decoder_source = "word embeddings (a random-init model has no decoder of its own)"
+        if lm_decoder == "untied":
+            untie_lm_decoder(model, model.roberta.embeddings.word_embeddings.weight)
     else:
         try:
-            model = RobertaForMaskedLM.from_pretrained(spec, revision=revision)
+            if lm_decoder == "untied":
+                model, loading = RobertaForMaskedLM.from_pretrained(
+                    spec, revision=revision, tie_word_embeddings=False, output_loading_info=True)
+                if "lm_head.decoder.weight" in loading["missing_keys"]:
+                    decoder_source = "word embeddings (the checkpoint has no decoder weight)"
+                    decoder = model.roberta.embeddings.word_embeddings.weight
+                else:
+                    decoder_source = "checkpoint decoder weight"
+                    decoder = model.lm_head.decoder.weight
+                untie_lm_decoder(model, decoder)
+            else:
+                model = RobertaForMaskedLM.from_pretrained(spec, revision=revision)
         except Exception as error:
             raise HarnessError(f"could not load model {spec!r} ({type(error).__name__}: {error}); "
                                f"offline, use a local path or 'random-init:<config>'") from None
@@ -109,6 +137,8 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
                            f"{model.config.vocab_size} embeddings")
     model.to(device=device, dtype=DTYPES[dtype])
     model.eval()   # MeZO's forward passes run without dropout
+    info["lm_decoder"] = ({"tied": False, "initialised_from": decoder_source} if lm_decoder == "untied"
+                          else {"tied": True, "initialised_from": "word embeddings (the same parameter)"})
     info["num_parameters"] = sum(p.numel() for p in model.parameters())
     info["dtype"] = dtype
     return LoadedModel(model=model, info=info)
@@ -155,8 +185,14 @@ def serve_with_sglang(model, settings, tokenizer):
     return served, served.info
 
 
-def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device) -> LoadedModel:
-    loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device)
+def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device,
+                            seed: int) -> LoadedModel:
+    """The variant's model. New weights (a classification head, LoRA's A) are drawn from the run
+    `seed`, as the reference seeds everything with the run seed before building the model; a
+    random-init base model is drawn from `init_seed`, the same stand-in checkpoint for every seed."""
+    lm_decoder = settings.lm_decoder if variant.head == "mlm" else "tied"   # a cls head has no decoder
+    loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device,
+                        lm_decoder=lm_decoder)
     model, info = loaded.model, dict(loaded.info)
     if variant.backend == "sglang":
         if variant.head != "mlm" or variant.parameters != "full":
@@ -165,13 +201,23 @@ def build_model_for_variant(variant, settings, tokenizer, num_labels: int, devic
         info["head"] = "RobertaForMaskedLM label words (SGLang)"
         return LoadedModel(model=model, info=info)
     if variant.head == "cls":
-        model = as_sequence_classifier(model, num_labels, head_seed=settings.init_seed)
-        info["head"] = f"RobertaForSequenceClassification (random head, seed {settings.init_seed})"
+        model = as_sequence_classifier(model, num_labels, head_seed=seed)
+        info["head"] = f"RobertaForSequenceClassification (random head, seed {seed})"
+        info.pop("lm_decoder")
     else:
         info["head"] = "RobertaForMaskedLM label words"
-    if variant.parameters == "lora":
+    if variant.parameters in ("lora", "lora+lm-head"):
         model = apply_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, targets=settings.lora_targets,
-                           seed=settings.init_seed)
-        info["lora"] = {"r": settings.lora_r, "alpha": settings.lora_alpha, "targets": list(settings.lora_targets)}
+                           seed=seed)
+        info["lora"] = {"r": settings.lora_r, "alpha": settings.lora_alpha, "targets": list(settings.lora_targets),
+                        "init_seed": seed}
+    if variant.parameters in ("lm-head", "lora+lm-head"):
+        # The reference's LoRA freezing rule (MeZO medium_models/run.py) freezes only `roberta.*`
+        # parameters without "lora" in their name, so the whole LM head stays trainable.
+        for name, param in model.named_parameters():
+            if name.startswith("lm_head."):
+                param.requires_grad_(True)
+            elif variant.parameters == "lm-head":
+                param.requires_grad_(False)
     info["num_parameters"] = sum(p.numel() for p in model.parameters())
     return LoadedModel(model=model, info=info)

@@ -39,14 +39,26 @@ def _is_number(value) -> bool:
 
 
 LR_SCHEDULES = ("constant", "linear")
-# name -> the default that behaves exactly as before the setting existed
-SETTINGS_ADDED_LATER = {"length_buckets": 1}
+LM_DECODERS = ("tied", "untied")
+GRID_KEYS = ("k", "seeds", "lr", "batch_size", "eps", "weight_decay")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One run of a profile's grid: the values that, with the protocol hash, identify it."""
+
+    k: int
+    seed: int
+    lr: float
+    batch_size: int
+    eps: float
+    weight_decay: float
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """Everything that defines the runs of one variant in one profile. Validated on
-    construction; k, seeds, lr and batch_size are grids (batch_size per k)."""
+    construction; k, seeds, lr, batch_size (per k), eps and weight_decay are grids."""
 
     model: str
     tokenizer: str
@@ -57,8 +69,8 @@ class RunSettings:
     steps: int
     eval_every: int
     eval_batch_size: int
-    eps: float
-    weight_decay: float
+    eps: tuple[float, ...]
+    weight_decay: tuple[float, ...]
     lr_schedule: str
     dropout: bool
     max_length: int
@@ -68,6 +80,8 @@ class RunSettings:
     label_words: tuple[str, ...]
     sparsity_threshold: float
     perturb_dead_parameters: bool
+    lm_decoder: str              # "untied": the LM head's own decoder (the reference); "tied": the word embeddings
+    max_grad_norm: float | None = None   # first-order only: gradient clipping before each step (HF Trainer: 1.0)
     lora_r: int | None = None
     lora_alpha: int | None = None
     lora_targets: tuple[str, ...] | None = None
@@ -100,10 +114,18 @@ class RunSettings:
                 _fail(name, "must be an integer >= 1", value)
         if self.eval_every > self.steps:
             _fail("eval_every", f"must be <= steps ({self.steps})", self.eval_every)
-        for name, minimum_exclusive in (("eps", True), ("weight_decay", False), ("sparsity_threshold", True)):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0 or (minimum_exclusive and value == 0):
-                _fail(name, "must be a positive number" if minimum_exclusive else "must be a number >= 0", value)
+        for name, minimum_exclusive in (("eps", True), ("weight_decay", False)):
+            values = getattr(self, name)
+            if (not isinstance(values, tuple) or not values or len(set(values)) != len(values)
+                    or not all(_is_number(v) and v >= 0 and not (minimum_exclusive and v == 0) for v in values)):
+                _fail(name, "must be a " + ("positive number" if minimum_exclusive else "number >= 0")
+                      + " or a non-empty list of distinct ones", values)
+        if not _is_number(self.sparsity_threshold) or self.sparsity_threshold <= 0:
+            _fail("sparsity_threshold", "must be a positive number", self.sparsity_threshold)
+        if self.lm_decoder not in LM_DECODERS:
+            _fail("lm_decoder", f"must be one of {list(LM_DECODERS)}", self.lm_decoder)
+        if self.max_grad_norm is not None and (not _is_number(self.max_grad_norm) or self.max_grad_norm <= 0):
+            _fail("max_grad_norm", "must be a positive number", self.max_grad_norm)
         if self.lr_schedule not in LR_SCHEDULES:
             _fail("lr_schedule", f"must be one of {list(LR_SCHEDULES)}", self.lr_schedule)
         for name in ("dropout", "perturb_dead_parameters"):
@@ -144,15 +166,32 @@ class RunSettings:
         if variant.optimizer != "mezo" and self.length_buckets != 1:
             _fail("length_buckets", "applies to MeZO variants only (leave it 1 for first-order ones)",
                   self.length_buckets)
-        if variant.parameters == "lora":
+        if variant.optimizer == "mezo" and self.max_grad_norm is not None:
+            _fail("max_grad_norm", "applies to first-order variants only (MeZO has no gradient to clip)",
+                  self.max_grad_norm)
+        if variant.optimizer != "mezo" and len(self.eps) != 1:
+            _fail("eps", "is a grid for MeZO variants only (first-order variants do not use it)", list(self.eps))
+        if variant.backend == "sglang" and self.lm_decoder != "tied":
+            _fail("lm_decoder", "must be \"tied\" for the SGLang backend (its model class ties the decoder "
+                  "to the word embeddings)", self.lm_decoder)
+        if variant.parameters in ("lm-head", "lora+lm-head") and self.lm_decoder != "untied":
+            _fail("lm_decoder", f"must be \"untied\" for {variant.name!r}: it trains the LM head, whose decoder "
+                  "is its own parameter in the reference", self.lm_decoder)
+        if variant.parameters in ("lora", "lora+lm-head"):
             for name in ("lora_r", "lora_alpha", "lora_targets"):
                 if getattr(self, name) is None:
                     _fail(name, "must be set for a LoRA variant", None)
 
-    def grid(self) -> list[tuple[int, int, float, int]]:
-        """Every (k, seed, lr, batch_size) point."""
-        return [(k, seed, lr, batch) for k in self.k for seed in self.seeds for lr in self.lr
-                for batch in self.batch_size[k]]
+    def grid(self) -> list[GridPoint]:
+        """Every point: k x seed x lr x batch size (for that k) x eps x weight decay."""
+        return [GridPoint(k, seed, lr, batch, eps, wd) for k in self.k for seed in self.seeds for lr in self.lr
+                for batch in self.batch_size[k] for eps in self.eps for wd in self.weight_decay]
+
+    def grid_for(self, k: int) -> dict[str, list]:
+        """The grid dimensions that selection runs over for one k (goes into every record, so a
+        reader can tell whether a group of records is a complete grid)."""
+        return {"seeds": list(self.seeds), "lr": list(self.lr), "batch_size": list(self.batch_size[k]),
+                "eps": list(self.eps), "weight_decay": list(self.weight_decay)}
 
     def to_dict(self) -> dict:
         values = {}
@@ -217,13 +256,8 @@ class Protocol:
         return resolved
 
     def settings_hash(self, profile: str, variant: str) -> str:
-        """sha256 over everything that defines a result of this variant in this profile.
-        Settings added after a version was locked count only when they differ from their
-        default (which reproduces the runs before them), so adding one re-versions nothing."""
+        """sha256 over everything that defines a result of this variant in this profile."""
         settings = self.run_settings(profile, variant).to_dict()
-        for name, default in SETTINGS_ADDED_LATER.items():
-            if settings[name] == default:
-                del settings[name]
         payload = {"protocol": self.name, "version": self.version, "task": self.task, "variant": variant,
                    "settings": settings}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -286,6 +320,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _normalise(key: str, value, ks):
     """TOML values to the dataclass's types: lists become tuples; batch_size becomes {k: sizes}."""
+    if key in ("eps", "weight_decay") and _is_number(value):
+        return (value,)
     if key == "batch_size":
         if _is_int(value):
             return {k: (value,) for k in ks}

@@ -15,7 +15,7 @@ import torch
 
 from harness.errors import HarnessError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORDED_PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "peft", "sglang", "mezo-bench")
 
 
@@ -23,8 +23,10 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def new_run_id(variant: str, k: int, seed: int, lr: float, started: dt.datetime) -> str:
-    return f"{variant}_k{k}_seed{seed}_lr{lr:g}_{started:%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}"
+def new_run_id(variant: str, point, started: dt.datetime) -> str:
+    """A readable, unique name: variant, grid point (a harness.protocol.GridPoint), start time."""
+    return (f"{variant}_k{point.k}_seed{point.seed}_lr{point.lr:g}_bs{point.batch_size}_eps{point.eps:g}"
+            f"_wd{point.weight_decay:g}_{started:%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}")
 
 
 def package_versions() -> dict[str, str | None]:

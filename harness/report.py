@@ -13,7 +13,8 @@ import re
 import statistics
 from pathlib import Path
 
-from harness.results import best_dev_per_seed, completed, hardware_class
+from harness.results import best_dev_per_seed, hardware_class, selectable
+from harness.variants import VARIANTS
 
 GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k")
 SELECTION_KEYS = ("task", "protocol", "version", "profile", "hardware", "model")
@@ -43,7 +44,8 @@ def _mean(values: list[float]) -> float | None:
 
 def _paper_entry(paper: dict[str, dict], variant: str, k: int | None, metric: str) -> dict | None:
     for entry in paper.values():
-        if (entry["variant"] == variant and entry["metric"] == metric and entry.get("k") in (None, k)
+        variants = entry["variant"] if isinstance(entry["variant"], list) else [entry["variant"]]
+        if (variant in variants and entry["metric"] == metric and entry.get("k") in (None, k)
                 and "steps" not in entry):
             return entry
     return None
@@ -55,11 +57,13 @@ def summarize(records: list[dict], paper: dict[str, dict]):
     import pandas as pd
 
     groups: dict[tuple, list[dict]] = {}
-    for record in completed(records):
+    for record in selectable(records):
         groups.setdefault(_group_key(record), []).append(record)
     rows = []
     for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])):
         selected = best_dev_per_seed(runs)
+        if not selected:   # every run diverged before its first evaluation
+            continue
         tests = [100 * r["metrics"]["test_accuracy"] for r in selected]
         paper_test = _paper_entry(paper, key[6], key[7], "test_accuracy")
         paper_zero = _paper_entry(paper, key[6], key[7], "zero_shot_accuracy")
@@ -87,6 +91,7 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "tokens_per_s": _mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
             "padding_pct": _mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
             "backend": selected[0]["variant"]["backend"],
+            "method": VARIANTS[key[6]].label if key[6] in VARIANTS else "",
             "paper_test_acc": paper_test["mean"] if paper_test else None,
             "paper_test_std": paper_test.get("std") if paper_test else None,
             "paper_zero_shot_acc": paper_zero["mean"] if paper_zero else None,
@@ -122,7 +127,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
                           + table.to_markdown(index=False, floatfmt=".4g") + "\n")
 
     by_run_group: dict[tuple, list[dict]] = {}
-    for record in completed(records):
+    for record in selectable(records):
         by_run_group.setdefault(_group_key(record), []).append(record)
 
     for selection_values, rows in table.groupby(list(SELECTION_KEYS), sort=True):

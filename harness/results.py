@@ -35,7 +35,17 @@ def _upgrade_1_to_2(record: dict) -> dict:
     return record
 
 
-UPGRADES = {1: _upgrade_1_to_2}
+def _upgrade_2_to_3(record: dict) -> dict:
+    """Schema 3 (protocol v3) adds `protocol.grid` (the grid the run belongs to), `z_stream`, the
+    "diverged" status and eps / weight_decay as grid values. Schema 2 records did not say their
+    grid, so claims cannot tell whether their grids were complete."""
+    record["protocol"].setdefault("grid", None)
+    record.setdefault("z_stream", None)
+    record["schema_version"] = 3
+    return record
+
+
+UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 def upgrade(record: dict, source: str = "record") -> dict:
@@ -99,16 +109,50 @@ def completed(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("status") == "completed"]
 
 
+def selectable(records: list[dict]) -> list[dict]:
+    """Runs that are points of their grid: completed, or diverged (stopped at a non-finite loss)."""
+    return [r for r in records if r.get("status") in ("completed", "diverged")]
+
+
+def grid_point(record: dict) -> tuple:
+    """(seed, lr, batch size, eps, weight decay): the run's point in its profile's grid."""
+    hp = record["hyperparameters"]
+    return (record["seed"], hp["lr"], hp["batch_size"], hp.get("eps"), hp.get("weight_decay"))
+
+
+def _shell_number(value: float) -> str:
+    """A number as the reference's run scripts spell it on the command line: 1e-4, 1e-3, 0.1, 0, 64."""
+    if value == 0 or abs(value) >= 0.01:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def reference_folder_name(record: dict) -> str:
+    """The part of the reference's output_dir that differs between the grid points of one seed:
+    `bs{BS}-lr{LR}-eps{EPS}-wd{WD}` (MeZO `medium_models/mezo.sh`, GR_TAG) or `bs{BS}-lr{LR}`
+    (`finetune.sh`); the rest of result/$TASK-$MODEL-...-$TAG$GRID_TAG/$K-$SEED is the same."""
+    hp = record["hyperparameters"]
+    name = f"bs{hp['batch_size']}-lr{_shell_number(hp['lr'])}"
+    if record["variant"]["optimizer"] == "mezo":
+        name += f"-eps{_shell_number(hp['eps'])}-wd{_shell_number(hp['weight_decay'])}"
+    return name
+
+
 def best_dev_per_seed(records: list[dict]) -> list[dict]:
-    """The paper's selection: for each seed, the grid point (lr, batch size) with the best
-    dev accuracy; ties go to the smaller lr, then batch. A grid point run more than once
-    counts with its latest run only, so re-running never inflates the maximum."""
+    """The reference's selection (MeZO `medium_models/tools/gather_result.py`): for each seed,
+    the grid point with the best dev accuracy, `max(sorted(runs, key=output_dir), key=dev)`.
+    Python's max keeps the first of equal values, so a tie goes to the run whose output folder
+    sorts first as a string (e.g. lr 1e-5 before 1e-6, batch 16 before 8). A grid point run more
+    than once counts with its latest run only (the reference keeps the last log line per folder),
+    so re-running never inflates the maximum. Diverged runs take part with the dev accuracy they
+    reached before diverging; one with no evaluation at all cannot be selected."""
     latest: dict[tuple, dict] = {}
-    for record in sorted(completed(records), key=lambda r: r["created_utc"]):
-        hp = record["hyperparameters"]
-        latest[(record["seed"], hp["lr"], hp["batch_size"])] = record
-    best: dict[int, dict] = {}
-    for (seed, lr, batch), record in sorted(latest.items()):
-        if seed not in best or record["metrics"]["best_dev_accuracy"] > best[seed]["metrics"]["best_dev_accuracy"]:
-            best[seed] = record
-    return [best[seed] for seed in sorted(best)]
+    for record in sorted(selectable(records), key=lambda r: r["created_utc"]):
+        latest[grid_point(record)] = record
+    by_seed: dict[int, list[dict]] = {}
+    for record in latest.values():
+        if record["metrics"]["best_dev_accuracy"] is not None:
+            by_seed.setdefault(record["seed"], []).append(record)
+    return [max(sorted(by_seed[seed], key=reference_folder_name), key=lambda r: r["metrics"]["best_dev_accuracy"])
+            for seed in sorted(by_seed)]

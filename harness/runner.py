@@ -22,7 +22,7 @@ from harness.memory import PHASES, measure_memory
 from harness.modeling import build_model_for_variant, load_tokenizer
 from harness.objective import MaskedLMLabelWordHead, Objective, SequenceClassifierHead
 from harness.prompt import EpochSampler, PromptEncoder, collate, eval_batches, label_word_ids
-from harness.protocol import Protocol, RunSettings
+from harness.protocol import GRID_KEYS, GridPoint, Protocol, RunSettings
 from harness.record import (SCHEMA_VERSION, device_info, git_state, new_run_id, package_versions,
                             record_path, utc_now, write_record)
 from harness.sparsity import summarize_projected_grads
@@ -40,6 +40,8 @@ class RunRequest:
     lr: float | None
     out_dir: Path
     batch_size: int | None = None
+    eps: float | None = None
+    weight_decay: float | None = None
     data_dir: str | None = None
     device: str = "auto"
     progress: bool = True
@@ -63,17 +65,18 @@ def choose(option: str, value, allowed: tuple, where: str):
             return allowed[0]
         raise HarnessError(f"{where} has {option} in {list(allowed)}: pass --{option.replace('_', '-')} "
                            f"(or use `mezo-bench bench` to run them all)")
-    matches = [a for a in allowed if (math.isclose(a, value, rel_tol=1e-9) if option == "lr" else a == value)]
+    matches = [a for a in allowed if math.isclose(a, value, rel_tol=1e-9, abs_tol=0.0)]
     if not matches:
         raise HarnessError(f"--{option.replace('_', '-')} {value} is not in {where}; allowed: {list(allowed)}")
     return matches[0]
 
 
-def run_hyperparameters(settings: RunSettings, lr: float, batch_size: int) -> dict:
-    """The settings for this run: the grids (k, seeds, lr, batch_size) become the chosen point."""
-    values = {key: value for key, value in settings.to_dict().items()
-              if key not in ("k", "seeds", "lr", "batch_size")}
-    return {**values, "lr": lr, "batch_size": batch_size}
+def run_hyperparameters(settings: RunSettings, point: GridPoint) -> dict:
+    """The settings for this run: the grids (k, seeds, lr, batch_size, eps, weight_decay) become
+    the chosen point."""
+    values = {key: value for key, value in settings.to_dict().items() if key not in GRID_KEYS}
+    return {**values, "lr": point.lr, "batch_size": point.batch_size, "eps": point.eps,
+            "weight_decay": point.weight_decay}
 
 
 def build_objective(variant: Variant, model, label_ids: list[int]) -> Objective:
@@ -86,6 +89,11 @@ def build_objective(variant: Variant, model, label_ids: list[int]) -> Objective:
     else:
         head = SequenceClassifierHead(model)
     return Objective(head, variant.loss)
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged run's non-finite losses are recorded as null."""
+    return value if math.isfinite(value) else None
 
 
 RADIX_STEPS = 10   # MeZO steps (the run's first batches) over which RadixAttention is measured
@@ -117,9 +125,12 @@ def execute_run(request: RunRequest) -> Path:
     if request.k is not None and request.k < 1:
         raise HarnessError(f"--k must be an integer >= 1, got {request.k}")
     k = choose("k", request.k, settings.k, where)
-    seed = choose("seed", request.seed, settings.seeds, where)
-    lr = choose("lr", request.lr, settings.lr, where)
-    batch_size = choose("batch_size", request.batch_size, settings.batch_size[k], where)
+    point = GridPoint(k=k, seed=choose("seed", request.seed, settings.seeds, where),
+                      lr=choose("lr", request.lr, settings.lr, where),
+                      batch_size=choose("batch_size", request.batch_size, settings.batch_size[k], where),
+                      eps=choose("eps", request.eps, settings.eps, where),
+                      weight_decay=choose("weight_decay", request.weight_decay, settings.weight_decay, where))
+    seed, lr, batch_size = point.seed, point.lr, point.batch_size
 
     data = load_task_data(protocol.task, request.data_dir)
     split = make_k_shot_split(data, k, seed)
@@ -127,7 +138,7 @@ def execute_run(request: RunRequest) -> Path:
     label_ids = label_word_ids(tokenizer.tokenizer, settings.label_words)
     encoder = PromptEncoder(tokenizer.tokenizer, settings.template, settings.max_length)
     encoded = {name: encoder.encode_all(split.examples(name)) for name in ("train", "dev", "test")}
-    loaded = build_model_for_variant(variant, settings, tokenizer.tokenizer, data.task.num_labels, device)
+    loaded = build_model_for_variant(variant, settings, tokenizer.tokenizer, data.task.num_labels, device, seed)
     model = loaded.model
     if max(len(e.input_ids) for e in encoded["test"]) + 2 > model.config.max_position_embeddings:
         raise HarnessError(f"max_length={settings.max_length} exceeds model {settings.model!r}'s "
@@ -139,10 +150,10 @@ def execute_run(request: RunRequest) -> Path:
     sampler = EpochSampler(encoded["train"], batch_size, seed, pad_id, device)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
-    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=settings.eps, seed=seed)
+    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps, seed=seed)
     perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
 
-    run_id = new_run_id(variant.name, k, seed, lr, started_at)
+    run_id = new_run_id(variant.name, point, started_at)
     path = record_path(request.out_dir, protocol.task, protocol.name, protocol.version, profile, run_id)
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -150,13 +161,14 @@ def execute_run(request: RunRequest) -> Path:
         "status": "running",
         "created_utc": started_at.isoformat(),
         "protocol": {"name": protocol.name, "version": protocol.version, "profile": profile,
-                     "hash": protocol.settings_hash(profile, variant.name), "path": str(protocol.path)},
+                     "hash": protocol.settings_hash(profile, variant.name), "path": str(protocol.path),
+                     "grid": settings.grid_for(k)},
         "variant": {"name": variant.name, "backend": variant.backend, "head": variant.head, "loss": variant.loss,
                     "parameters": variant.parameters, "optimizer": variant.optimizer},
         "task": protocol.task,
         "k": k,
         "seed": seed,
-        "hyperparameters": run_hyperparameters(settings, lr, batch_size),
+        "hyperparameters": run_hyperparameters(settings, point),
         "data": {"source": data.source, "source_sha256": data.source_sha256,
                  "split_sha256": split.sha256(), "split_sizes": {n: len(split.lines[n]) for n in split.lines}},
         "model": {**loaded.info, "trainable_parameters": sum(p.numel() for _, p in trainable),
@@ -172,48 +184,57 @@ def execute_run(request: RunRequest) -> Path:
         zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
         train_loss_start = objective.mean_cross_entropy(batches["train"])
         common = dict(objective=objective, trainable=perturbed, sampler=sampler, dev_batches=batches["dev"],
-                      steps=settings.steps, lr=lr, weight_decay=settings.weight_decay,
+                      steps=settings.steps, lr=lr, weight_decay=point.weight_decay,
                       lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=seed,
                       progress=request.progress)
         if variant.optimizer == "mezo":
-            result = train_mezo(eps=settings.eps, length_buckets=settings.length_buckets, **common)
+            result = train_mezo(eps=point.eps, length_buckets=settings.length_buckets, **common)
         else:
-            result = train_first_order(dropout=settings.dropout, **common)
+            result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm, **common)
         train_loss_end = objective.mean_cross_entropy(batches["train"])
         sglang = variant.backend == "sglang"   # no backprop there; its runner cannot go to a child process
         memory = (measure_memory(objective, perturbed, collate(encoded["train"][:batch_size], pad_id, device),
-                                 lr=lr, eps=settings.eps, weight_decay=settings.weight_decay, dropout=settings.dropout,
+                                 lr=lr, eps=point.eps, weight_decay=point.weight_decay, dropout=settings.dropout,
                                  phases=("inference", "mezo_step") if sglang else PHASES, in_process=sglang)
                   if request.measure_memory else {"error": "not measured (--no-memory)"})
-        radix = (measure_radix_for_run(model, encoded["train"], batch_size, seed, pad_id, device, settings.eps)
+        radix = (measure_radix_for_run(model, encoded["train"], batch_size, seed, pad_id, device, point.eps)
                  if sglang else None)
-        model.load_state_dict(result.best_state)
-        test_accuracy = objective.accuracy(batches["test"])
+        test_accuracy = None
+        if result.best_state is not None:   # a run that diverged before its first evaluation has none
+            model.load_state_dict(result.best_state)
+            test_accuracy = objective.accuracy(batches["test"])
     except Exception as error:
         record.update(status="failed", error="".join(traceback.format_exception_only(error)).strip(),
                       wall_seconds=time.perf_counter() - wall_started)
         write_record(record, path)
         raise
 
+    diverged = result.diverged_at is not None
     record.update(
-        status="completed",
+        # "diverged": a loss became non-finite at `diverged_at`; training stopped and the best-dev
+        # checkpoint before it (if any) was tested. It still counts as a point of the grid.
+        status="diverged" if diverged else "completed",
+        **({"diverged_at": result.diverged_at} if diverged else {}),
         metrics={
             "zero_shot_dev_accuracy": zero_shot["dev"],
             "zero_shot_test_accuracy": zero_shot["test"],
-            "best_dev_accuracy": result.best_dev_accuracy,
+            "best_dev_accuracy": result.best_dev_accuracy if result.best_step is not None else None,
             "best_step": result.best_step,
             "test_accuracy": test_accuracy,
-            "final_dev_accuracy": result.dev_history[-1]["dev_accuracy"],
+            "final_dev_accuracy": result.dev_history[-1]["dev_accuracy"] if result.dev_history else None,
             "train_loss_start": train_loss_start,
-            "train_loss_end": train_loss_end,
+            "train_loss_end": finite_or_none(train_loss_end),
             "dev_history": result.dev_history,
         },
-        sparsity=(summarize_projected_grads(result.projected_grads, settings.sparsity_threshold)
-                  if variant.optimizer == "mezo" else None),
-        throughput=result.throughput.summary(settings.steps),
+        sparsity=(summarize_projected_grads(result.projected_grads[:result.steps_done - diverged],
+                                            settings.sparsity_threshold)
+                  if variant.optimizer == "mezo" and result.steps_done > diverged else None),
+        throughput=result.throughput.summary(result.steps_done),
+        z_stream=result.z_stream,
         memory=memory,
         **({"radix": radix} if radix is not None else {}),
-        loss_curve={"stride": result.curve_stride, **result.curve},
+        loss_curve={"stride": result.curve_stride,
+                    **{name: [finite_or_none(v) for v in values] for name, values in result.curve.items()}},
         timing={"wall_seconds": time.perf_counter() - wall_started},
     )
     return write_record(record, path)

@@ -9,6 +9,7 @@ for FT) and evaluation; on a GPU the clocks are read after synchronising.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,9 @@ class TrainResult:
     best_dev_accuracy: float = float("-inf")
     best_step: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    diverged_at: int | None = None      # the step whose loss was not finite; training stopped there
+    z_stream: dict | None = None         # MeZO only: how z was drawn (harness.mezo)
+    steps_done: int = 0
     throughput: Throughput = field(default_factory=Throughput)
 
     def log_curve(self, step: int, **values: float) -> None:
@@ -137,7 +141,8 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     (harness.prompt.split_by_length); the loss is the same up to float rounding."""
     engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
     step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
-    result = TrainResult(curve_stride=curve_stride(steps))
+    result = TrainResult(curve_stride=curve_stride(steps),
+                         z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements})
     clock = Clock(trainable[0][1].device)
     ragged = getattr(objective.head, "ragged_batches", False)
     objective.model.eval()                      # no dropout in the zeroth-order passes
@@ -163,16 +168,25 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
         result.throughput.train_seconds += step_seconds
         result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds - forward_seconds_before)
 
+        result.steps_done = step
         result.projected_grads.append(out.projected_grad)
         result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
+        if not math.isfinite(out.projected_grad):
+            result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
+            break
         _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
     return result
 
 
 def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
                       dev_batches: list[Batch], steps: int, lr: float, weight_decay: float, lr_schedule: str,
-                      dropout: bool, eval_every: int, seed: int, progress: bool = True) -> TrainResult:
-    """AdamW on the cross-entropy of the objective's logits, with backprop."""
+                      dropout: bool, eval_every: int, seed: int, max_grad_norm: float | None = None,
+                      progress: bool = True) -> TrainResult:
+    """AdamW on the cross-entropy of the objective's logits, with backprop. max_grad_norm: the
+    gradients' global norm is clipped to it before each step, as HF's Trainer (used by the
+    reference) does by default with 1.0."""
+    if max_grad_norm is not None and max_grad_norm <= 0:
+        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
     params = [param for _, param in trainable]
     for param in params:
         param.requires_grad_(True)
@@ -194,6 +208,8 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
             forward_done = clock.now()
             result.throughput.count_forward([batch], forward_done - started)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -203,6 +219,10 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
             model.eval()
 
             loss_value = float(loss.detach())
+            result.steps_done = step
             result.log_curve(step, loss=loss_value)
+            if not math.isfinite(loss_value):
+                result.diverged_at = step
+                break
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, loss_value)
     return result

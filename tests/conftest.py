@@ -59,16 +59,22 @@ def micro_model(micro_tokenizer):
 def make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5, test=0.5, zero_shot=0.5,
                 zero_fraction=0.0, status="completed", model="random-init:tiny", profile="smoke",
                 hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
-                loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=2):
-    """A minimal schema-2 run record for tests of readers (report, claims, gate)."""
+                loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=3,
+                eps=1e-3, weight_decay=0.0, grid=None):
+    """A minimal schema-3 run record for tests of readers (report, claims, gate). grid: the
+    profile's grid (default: this run's point alone, with seeds 13 and 42)."""
+    grid = grid or {"seeds": [13, 42], "lr": [lr], "batch_size": [batch_size], "eps": [eps],
+                    "weight_decay": [weight_decay]}
     record = {
-        "schema_version": 2, "run_id": f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", "status": status,
+        "schema_version": 3, "run_id": f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", "status": status,
         "created_utc": created,
-        "protocol": {"name": "sst2-mezo", "version": version, "profile": profile, "hash": protocol_hash, "path": "p"},
+        "protocol": {"name": "sst2-mezo", "version": version, "profile": profile, "hash": protocol_hash, "path": "p",
+                     "grid": grid},
         "variant": {"name": variant, "backend": "hf", "head": "mlm", "loss": "ce", "parameters": "full",
                     "optimizer": "adamw" if variant == "hf-ft" else "mezo"},
         "task": "sst2", "k": k, "seed": seed,
-        "hyperparameters": {"lr": lr, "batch_size": batch_size, "steps": steps},
+        "hyperparameters": {"lr": lr, "batch_size": batch_size, "steps": steps, "eps": eps,
+                            "weight_decay": weight_decay},
         "model": {"id": model},
         "environment": {"device": {"type": hardware.split(":")[0], "hardware_class": hardware}},
     }

@@ -11,7 +11,7 @@ from harness.claims import load_paper
 from harness.errors import HarnessError
 from harness.record import SCHEMA_VERSION, write_record
 from harness.report import summarize, write_report
-from harness.results import best_dev_per_seed, load_records, read_records, upgrade
+from harness.results import best_dev_per_seed, load_records, read_records, reference_folder_name, upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "sst2" / "paper.toml"
@@ -27,7 +27,8 @@ def test_schema_1_record_is_upgraded(tmp_path):
     original = json.loads((FIXTURES / "record_v1.json").read_text())
     assert original["schema_version"] == 1
     record = upgrade(json.loads((FIXTURES / "record_v1.json").read_text()))
-    assert record["schema_version"] == SCHEMA_VERSION == 2
+    assert record["schema_version"] == SCHEMA_VERSION == 3
+    assert record["protocol"]["grid"] is None and record["z_stream"] is None   # not recorded before schema 3
     assert record["variant"] == {"name": "hf-mlm", "backend": "hf", "head": "mlm", "loss": "ce",
                                  "parameters": "full", "optimizer": "mezo"}
     assert record["sparsity"] is None and record["liveness"] is None
@@ -56,7 +57,7 @@ def test_load_records_is_one_call_and_skips_non_records(tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "claims.json").write_text("[]")    # not a run record: ignored
     frame = load_records(root)
-    assert len(frame) == 3 and set(frame["schema_version"]) == {2}
+    assert len(frame) == 3 and set(frame["schema_version"]) == {3}
     assert sorted(frame["seed"]) == [13, 13, 42]
     assert "metrics.test_accuracy" in frame.columns
 
@@ -69,16 +70,46 @@ def test_unreadable_record_names_the_file(tmp_path):
         read_records(tmp_path)
 
 
-def test_best_dev_per_seed_selects_like_the_paper():
+def test_best_dev_per_seed_selects_like_the_reference_gather_result():
     records = [
         make_record(seed=13, lr=1e-3, dev=0.6, test=0.70),
         make_record(seed=13, lr=1e-4, dev=0.8, test=0.60),   # best dev for seed 13
-        make_record(seed=42, lr=1e-3, dev=0.7, test=0.90),
-        make_record(seed=42, lr=1e-4, dev=0.7, test=0.10),   # tie: the smaller lr wins
-        make_record(seed=42, lr=1e-3, dev=0.1, test=0.20, created="2026-02-01T00:00:00+00:00"),  # rerun: latest counts
+        make_record(seed=42, lr=1e-4, dev=0.7, test=0.10),
+        make_record(seed=42, lr=1e-3, dev=0.7, test=0.90),   # tie: folder "bs64-lr1e-3-..." sorts before "...lr1e-4"
+        make_record(seed=42, lr=1e-2, dev=0.1, test=0.20),
+        make_record(seed=42, lr=1e-2, dev=0.9, test=0.20, created="2025-12-01T00:00:00+00:00"),  # older run of a point
         make_record(seed=21, dev=0.9, test=0.9, status="failed"),
     ]
-    assert [(r["seed"], r["hyperparameters"]["lr"]) for r in best_dev_per_seed(records)] == [(13, 1e-4), (42, 1e-4)]
+    assert [(r["seed"], r["hyperparameters"]["lr"]) for r in best_dev_per_seed(records)] == [(13, 1e-4), (42, 1e-3)]
+
+
+@pytest.mark.parametrize("grid, winner", [
+    # gather_result.py: max(sorted(runs, key=output_dir), key=dev) keeps the first of equal devs in string order
+    ([dict(lr=1e-7), dict(lr=1e-6), dict(lr=1e-5)], dict(lr=1e-5)),          # "lr1e-5" < "lr1e-6" < "lr1e-7"
+    ([dict(batch_size=8), dict(batch_size=16), dict(batch_size=32)], dict(batch_size=16)),   # "bs16" < "bs32" < "bs8"
+    ([dict(eps=1e-5), dict(eps=1e-3)], dict(eps=1e-3)),
+    ([dict(weight_decay=0.1), dict(weight_decay=0.0)], dict(weight_decay=0.0)),   # "wd0" < "wd0.1"
+    ([dict(lr=5e-5), dict(lr=1e-4)], dict(lr=1e-4)),                          # "lr1e-4" < "lr5e-5"
+])
+def test_grid_ties_go_to_the_reference_folder_that_sorts_first(grid, winner):
+    records = [make_record(seed=13, dev=0.75, **point) for point in grid]
+    [best] = best_dev_per_seed(records)
+    assert {key: best["hyperparameters"][key] for key in winner} == winner
+
+
+def test_reference_folder_names_spell_numbers_as_the_run_scripts():
+    assert reference_folder_name(make_record(lr=1e-4, batch_size=64, eps=1e-3, weight_decay=0.0)) == (
+        "bs64-lr1e-4-eps1e-3-wd0")
+    assert reference_folder_name(make_record(variant="hf-ft", lr=3e-5, batch_size=8)) == "bs8-lr3e-5"
+
+
+def test_diverged_runs_take_part_with_the_dev_they_reached():
+    diverged = dict(make_record(seed=13, lr=1e-3, dev=0.9, test=0.5), status="diverged", diverged_at=3)
+    never_evaluated = make_record(seed=42, lr=1e-3)
+    never_evaluated.update(status="diverged", diverged_at=1)
+    never_evaluated["metrics"].update(best_dev_accuracy=None, test_accuracy=None)
+    records = [diverged, make_record(seed=13, lr=1e-4, dev=0.8), never_evaluated]
+    assert [(r["seed"], r["status"]) for r in best_dev_per_seed(records)] == [(13, "diverged")]
 
 
 def test_summary_reports_mean_and_population_std_over_seeds():
