@@ -170,6 +170,7 @@ def _cmd_splits(args) -> None:
 
 def _cmd_protocol(args) -> None:
     from harness.protocol import load_protocol
+    from harness.variants import get_variant
 
     protocol = load_protocol(args.protocol)
     if args.lock:
@@ -190,6 +191,7 @@ def _cmd_protocol(args) -> None:
     for profile in names:
         for variant in protocol.profile_variants[profile]:
             print(f"\n[{profile} / {variant}] hash {protocol.settings_hash(profile, variant)}")
+            print(f"  {get_variant(variant).description}")
             for key, value in protocol.run_settings(profile, variant).to_dict().items():
                 print(f"  {key:<24} {value}")
 

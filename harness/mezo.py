@@ -47,9 +47,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# The reference code (MeZO `medium_models/src/trainer.py`, zo_update) skips weight decay for
-# parameters whose name contains one of these; note it is case-sensitive, so HF RoBERTa's
-# "LayerNorm" weights *are* decayed there, and so they are here.
+# Weight decay skips parameters whose name contains one of these, the rule of MeZO's
+# `large_models/trainer.py` (zo_update); it is case-sensitive, so HF RoBERTa's "LayerNorm"
+# weights *are* decayed, there and here. The RoBERTa code (`medium_models/src/trainer.py`)
+# differs: at the paper's commit (May 2023) its zeroth-order update ignored weight decay, and
+# since the fix of 2023-12-27 it decays every parameter (README: differences from the reference).
 NO_DECAY_NAME_PARTS = ("bias", "layer_norm", "layernorm")
 
 CHUNK_ELEMENTS = 1 << 20            # 4 MiB of fp32 per thread; a multiple of 16

@@ -11,8 +11,9 @@ from harness.cli import main
 from harness.protocol import load_protocol
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "benchmarks" / "sst2" / "protocol.toml"
-SMOKE_SPLIT_SHA256 = {"train": "13c3dfc45e970ea8270660b8cb18a091bf6977926156fce8862bb18c32b00c9f",
-                      "dev": "536fbc3e2633996629728506f22247b9f43d2d17573dde399dced2d3c5cb2b7b"}
+# MeZO's own generated SST-2 k=16 seed-13 split files (issue 10), byte for byte
+SMOKE_SPLIT_SHA256 = {"train": "934595d497443cbea542f9b2762a0c69ca4c4059a627e350dc042293f47b3cc9",
+                      "dev": "976005c210e313cb41f8b86dc7c1d75dc652feaab9f86c17aa80305d7f74dd92"}
 
 
 def cli(capsys, *args):
@@ -42,8 +43,8 @@ def smoke_record(sst2_dir, tmp_path_factory):
 def test_smoke_run_lowers_the_training_loss(smoke_record):
     _, record = smoke_record
     metrics = record["metrics"]
-    assert record["status"] == "completed" and record["schema_version"] == 2
-    assert metrics["train_loss_start"] == pytest.approx(0.6778, abs=1e-3)   # ~ln 2 for a random head
+    assert record["status"] == "completed" and record["schema_version"] == 3
+    assert metrics["train_loss_start"] == pytest.approx(0.7066, abs=1e-3)   # ~ln 2 for a random head
     assert metrics["train_loss_end"] < 0.35
 
 
@@ -53,18 +54,22 @@ def test_smoke_losses_are_pinned(smoke_record):
     to data, prompt, initialisation, z generation or the update."""
     curve = smoke_record[1]["loss_curve"]
     assert curve["stride"] == 1 and len(curve["loss_plus"]) == 400
-    assert curve["loss_plus"][:3] == pytest.approx([0.6776416, 0.6790618, 0.6765416], rel=1e-5)
-    assert curve["loss_plus"][-1] == pytest.approx(0.1844781, rel=1e-4)
+    assert curve["loss_plus"][:3] == pytest.approx([0.7060897, 0.7050856, 0.7049613], rel=1e-5)
+    assert curve["loss_plus"][-1] == pytest.approx(0.2061080, rel=1e-4)
 
 
 @pytest.mark.slow
 def test_record_describes_its_run(smoke_record):
     path, record = smoke_record
     protocol = load_protocol(PROTOCOL)
-    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v2", "smoke")
+    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v3", "smoke")
     assert path.stem == record["run_id"]
-    assert record["protocol"] == {"name": "sst2-mezo", "version": 2, "profile": "smoke",
-                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(PROTOCOL)}
+    assert record["protocol"] == {"name": "sst2-mezo", "version": 3, "profile": "smoke",
+                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(PROTOCOL),
+                                  "grid": {"seeds": [13, 42], "lr": [1e-3], "batch_size": [64], "eps": [1e-3],
+                                           "weight_decay": [0.0]}}
+    assert record["z_stream"] == {"stream": "sequential", "chunk_elements": 1 << 20}
+    assert record["model"]["lm_decoder"]["tied"] is True       # the smoke profile keeps hf-mlm and sglang-mlm alike
     assert record["variant"] == {"name": "hf-mlm", "backend": "hf", "head": "mlm", "loss": "ce",
                                  "parameters": "full", "optimizer": "mezo"}
     assert record["task"] == "sst2"
@@ -145,6 +150,9 @@ def malformed_data_dir(tmp_path):
         ("malformed-tsv", "train.tsv line 3: expected 2 tab-separated fields"),
         ("multi-token-label-word", "label word ' terrible' must be a single token"),
         ("unknown-profile", "unknown profile 'fast'"),
+        ("eps-off-grid", "--eps 0.1 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.001]"),
+        ("weight-decay-off-grid", "--weight-decay 0.5 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.0]"),
+        ("eps-not-a-number", "argument --eps: invalid float value: 'big'"),
     ],
 )
 def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
@@ -167,6 +175,12 @@ def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, 
         args["--protocol"] = bpe2000_protocol
     elif case == "unknown-profile":
         args["--profile"] = "fast"
+    elif case == "eps-off-grid":
+        extra = ["--eps", 0.1]
+    elif case == "weight-decay-off-grid":
+        extra = ["--weight-decay", 0.5]
+    elif case == "eps-not-a-number":
+        extra = ["--eps", "big"]
     argv = ["run", "--no-progress", "--seed", 13, *[x for pair in args.items() for x in pair], *extra]
     code, _, err = cli(capsys, *argv)
     assert code == 2
@@ -197,3 +211,29 @@ def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monk
     assert record["status"] == "failed" and "simulated out of memory" in record["error"]
     assert "metrics" not in record
     assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+@pytest.fixture
+def exploding_protocol(tmp_path):
+    """The smoke profile cut to 6 steps with an lr so large that the loss stops being finite."""
+    path = tmp_path / "protocol.toml"
+    shutil.copy(PROTOCOL, path)
+    text = path.read_text().replace("lr = [1e-3]\nsteps = 400\neval_every = 100\n", "lr = [1e30]\nsteps = 6\neval_every = 1\n", 1)
+    path.write_text(text)
+    load_protocol(path).write_lock()
+    return path
+
+
+def test_a_run_whose_loss_stops_being_finite_is_recorded_as_diverged(exploding_protocol, sst2_dir, tmp_path, capsys):
+    code, out, _ = cli(capsys, "run", "--protocol", exploding_protocol, "--profile", "smoke", "--seed", 13,
+                       "--data-dir", sst2_dir, "--out", tmp_path / "r", "--no-progress", "--no-memory")
+    assert code == 0 and "(diverged at step" in out
+    [path] = records_under(tmp_path / "r")
+    record = json.loads(path.read_text())              # valid JSON: no NaN written
+    assert record["status"] == "diverged" and 1 <= record["diverged_at"] < 6
+    steps = record["diverged_at"]
+    assert [h["step"] for h in record["metrics"]["dev_history"]] == list(range(1, steps))
+    assert record["loss_curve"]["loss_plus"][-1] is None or record["loss_curve"]["projected_grad"][-1] is None
+    assert record["sparsity"] is None or record["sparsity"]["steps"] == steps - 1
+    if steps > 1:   # the best-dev checkpoint before the divergence was tested
+        assert record["metrics"]["test_accuracy"] is not None
