@@ -161,7 +161,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         paper_mean = rows["paper_test_acc"].astype(float)
         ax.bar([i + 0.2 for i in x], paper_mean, 0.4, yerr=rows["paper_test_std"].astype(float).fillna(0), capsize=3,
                label="paper (RoBERTa-large)", color="tab:gray")
-        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("test accuracy (%)")
         ax.axhline(50, color="k", lw=0.5, ls=":")
         ax.legend()
@@ -172,7 +172,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         fig, ax = plt.subplots(figsize=(9, 5))
         ax.bar([i - 0.2 for i in x], rows["zero_grad_pct"].astype(float), 0.4, label="projected_grad == 0")
         ax.bar([i + 0.2 for i in x], rows["tiny_grad_pct"].astype(float), 0.4, label="|projected_grad| < threshold")
-        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("% of MeZO steps")
         ax.set_ylim(0, 105)
         ax.legend()
@@ -185,7 +185,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
                                                               ("mem_mezo_excess_mib", "MeZO step"),
                                                               ("mem_first_order_excess_mib", "first-order step"))):
             ax.bar([i + offset for i in x], rows[column].astype(float), 0.27, label=name)
-        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("memory over the pre-phase baseline (MiB)")
         ax.legend()
         ax.set_title(_title(selection, "Memory per phase on the same batch"), fontsize=9)
@@ -197,7 +197,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.bar(list(x), rows["tokens_per_s"].astype(float), color=[colors[b] for b in rows["backend"]])
         for backend, color in colors.items():
             ax.bar([], [], color=color, label=f"backend {backend}")
-        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("training tokens/s (real tokens, no padding)")
         ax.legend()
         ax.set_title(_title(selection, "Training throughput per variant and backend"), fontsize=9)
