@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.results import field_value, grid_point, hardware_class
 from harness.tomlfile import check_keys, read_toml
 
-METRIC_KEYS = ("path", "direction", "kind", "tolerance", "only")
+METRIC_KEYS = ("path", "direction", "kind", "tolerance", "noise_floor", "only")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class GateMetric:
     kind: str
     tolerance: float
     only: dict
+    noise_floor: float = 0.0   # a change smaller than this (the metric's unit) is never a regression
 
 
 def load_gate_config(path: str | Path) -> list[GateMetric]:
@@ -47,8 +48,11 @@ def load_gate_config(path: str | Path) -> list[GateMetric]:
             raise HarnessError(f"{where}: field 'tolerance' must be a number >= 0, got {table.get('tolerance')!r}")
         if "path" not in table:
             raise HarnessError(f"{where}: missing key 'path'")
+        noise_floor = table.get("noise_floor", 0.0)
+        if not isinstance(noise_floor, (int, float)) or isinstance(noise_floor, bool) or noise_floor < 0:
+            raise HarnessError(f"{where}: field 'noise_floor' must be a number >= 0, got {noise_floor!r}")
         metrics.append(GateMetric(name, tuple(table["path"].split(".")), table["direction"], table["kind"],
-                                  float(tolerance), dict(table.get("only", {}))))
+                                  float(tolerance), dict(table.get("only", {})), float(noise_floor)))
     if not metrics:
         raise HarnessError(f"{path}: no [metrics.*] tables")
     return metrics
@@ -92,6 +96,7 @@ def compare_metric(metric: GateMetric, base, cand) -> tuple[str, str]:
     else:
         allowed = metric.tolerance * abs(base)
         delta_text = f"{delta:+.4g} ({delta / base:+.1%})" if base else f"{delta:+.4g}"
+    allowed = max(allowed, metric.noise_floor)
     worse = -delta if metric.direction == "up" else delta
     if worse > allowed:
         return "regressed", delta_text

@@ -14,8 +14,8 @@ from harness.record import write_record
 CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "gate.toml"
 
 
-def metric(direction="up", kind="abs", tolerance=0.01):
-    return GateMetric("m", ("x",), direction, kind, tolerance, {})
+def metric(direction="up", kind="abs", tolerance=0.01, noise_floor=0.0):
+    return GateMetric("m", ("x",), direction, kind, tolerance, {}, noise_floor)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,10 @@ def metric(direction="up", kind="abs", tolerance=0.01):
         (metric("down", "exact", 0.0), {"steps": [1, 2], "l": [0.5, 0.4]}, {"steps": [1, 2], "l": [0.5, 0.4]}, "ok"),
         (metric("down", "exact", 0.0), {"steps": [1, 2], "l": [0.5, 0.4]}, {"steps": [1, 2], "l": [0.5, 0.41]}, "regressed"),
         (metric(), None, 0.5, "n/a"),
+        # a noise floor: changes below it never regress, above it the relative tolerance rules
+        (metric("down", "rel", 0.10, noise_floor=2.0), 4.0, 5.5, "ok"),
+        (metric("down", "rel", 0.10, noise_floor=2.0), 4.0, 6.5, "regressed"),
+        (metric("down", "rel", 0.10, noise_floor=2.0), 100.0, 111.0, "regressed"),
     ],
 )
 def test_compare_metric(m, base, cand, verdict):
@@ -47,13 +51,18 @@ def test_committed_config_loads():
     names = {m.name: m for m in load_gate_config(CONFIG)}
     assert names["test_accuracy"].direction == "up" and names["test_accuracy"].kind == "abs"
     assert names["loss_trajectory"].kind == "exact" and names["loss_trajectory"].only == {"profile": "smoke", "hardware": "cpu"}
-    assert names["memory_peak_mezo_step"].direction == "down" and names["memory_peak_mezo_step"].kind == "rel"
+    mezo_memory = names["memory_excess_mezo_step"]
+    assert mezo_memory.path == ("memory", "phases", "mezo_step", "excess_bytes")
+    assert mezo_memory.direction == "down" and mezo_memory.kind == "rel" and mezo_memory.noise_floor == 2 * 2**20
 
 
 def test_bad_config_names_the_field(tmp_path):
     path = tmp_path / "gate.toml"
     path.write_text('[metrics.a]\npath = "x"\ndirection = "sideways"\nkind = "abs"\ntolerance = 1\n')
     with pytest.raises(HarnessError, match=r"\[metrics.a\]: field 'direction' must be 'up' or 'down'"):
+        load_gate_config(path)
+    path.write_text('[metrics.a]\npath = "x"\ndirection = "down"\nkind = "rel"\ntolerance = 0.1\nnoise_floor = -1\n')
+    with pytest.raises(HarnessError, match=r"\[metrics.a\]: field 'noise_floor' must be a number >= 0, got -1"):
         load_gate_config(path)
 
 
@@ -98,13 +107,17 @@ def test_cli_exit_codes_and_reports(tmp_path, capsys):
             write_record(record, tmp_path / folder / "sst2" / "sst2-mezo-v2" / "smoke" / f"{i}.json")
     save("base", [make_record(seed=13)])
     save("same", [make_record(seed=13)])
-    save("worse", [make_record(seed=13, memory_peak=(100, 150, 150))])
+    # a MeZO step that adds 4 MB more (say, a parameter-sized z): past the 2 MiB noise floor
+    save("worse", [make_record(seed=13, memory_peak=(100, 4_000_150, 150))])
+    save("noise", [make_record(seed=13, memory_peak=(100, 1_000_101, 1_000_150))])   # +1 MB: RSS noise
     assert main(["gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "same"),
                  "--out", str(tmp_path / "ok")]) == 0
     assert main(["gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "worse"),
                  "--out", str(tmp_path / "bad")]) == 1
     report = json.loads((tmp_path / "bad" / "gate.json").read_text())
-    assert [r["metric"] for r in report["rows"] if r["verdict"] == "regressed"] == ["memory_peak_mezo_step"]
+    assert [r["metric"] for r in report["rows"] if r["verdict"] == "regressed"] == ["memory_excess_mezo_step"]
+    assert main(["gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "noise"),
+                 "--out", str(tmp_path / "noise-report")]) == 0
     assert "| **regressed** |" in (tmp_path / "bad" / "gate.md").read_text()
     assert main(["gate", "--baseline", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "same")]) == 2
     assert "results not found" in capsys.readouterr().err
