@@ -1,9 +1,11 @@
 """The claims ledger: published and claimed numbers, and verdicts computed from records.
 
 A claim names a metric, the variant (and k) it is about, an expected value with a
-tolerance, and conditions a record must meet to count (model, hardware, profile, steps,
-seeds). Verdicts are computed, never typed: reproduced, refuted, or not measured with
-what is missing.
+tolerance, and conditions a record must meet to count (protocol version or hash, model,
+hardware, profile, steps, seeds). Only complete grids count: every grid point of every seed
+(the record's `protocol.grid`) has a completed or diverged run. Verdicts are computed, never
+typed: reproduced, refuted, or not measured with what is missing; one reached on a
+random-init model says so.
 """
 
 from __future__ import annotations
