@@ -10,14 +10,13 @@ random-init model says so.
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.tomlfile import check_keys, read_toml
-from harness.results import best_dev_per_seed, field_value, grid_point, hardware_class, selectable
+from harness.results import best_dev_per_seed, field_value, grid_point, grid_points, hardware_class, selectable
 
 RANDOM_INIT = "random-init:"
 
@@ -188,11 +187,6 @@ def _describe(records: list[dict]) -> str:
     return "; ".join(kinds)
 
 
-def _grid_points(grid: dict) -> list[tuple]:
-    """Every (seed, lr, batch size, eps, weight decay) of a record's `protocol.grid`."""
-    return list(itertools.product(grid["seeds"], grid["lr"], grid["batch_size"], grid["eps"], grid["weight_decay"]))
-
-
 def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
     """Records grouped by (protocol hash, k); only groups in which every grid point of every
     seed has a completed or diverged run count. Returns (complete groups, what the others miss)."""
@@ -207,10 +201,11 @@ def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
             missing.append(f"{where}: its records do not say their grid (older schema)")
             continue
         have = {grid_point(r) for r in group}   # group holds selectable runs only
-        absent = [point for point in _grid_points(grid) if point not in have]
+        points = grid_points(grid)
+        absent = [point for point in points if point not in have]
         if absent:
             seed, lr, batch, eps, wd = absent[0]
-            missing.append(f"{where}: {len(absent)} of {len(_grid_points(grid))} grid points have no completed or "
+            missing.append(f"{where}: {len(absent)} of {len(points)} grid points have no completed or "
                            f"diverged run (e.g. seed {seed} lr {lr:g} batch {batch} eps {eps:g} wd {wd:g})")
         else:
             complete.append(group)

@@ -140,7 +140,8 @@ def _cmd_bench(args) -> None:
               f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}", file=sys.stderr)
         paths.append(execute_run(RunRequest(
             protocol=protocol, profile=profile, variant=variant, k=point.k, seed=point.seed, lr=point.lr,
-            batch_size=point.batch_size, eps=point.eps, weight_decay=point.weight_decay, out_dir=args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+            batch_size=point.batch_size, eps=point.eps, weight_decay=point.weight_decay, out_dir=args.out,
+            data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
             measure_memory=not args.no_memory)))
     _print_summary(paths)
 

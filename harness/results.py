@@ -9,6 +9,7 @@ results/<task>/<protocol>-v<version>/<profile>/<run id>.json.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -118,6 +119,11 @@ def grid_point(record: dict) -> tuple:
     """(seed, lr, batch size, eps, weight decay): the run's point in its profile's grid."""
     hp = record["hyperparameters"]
     return (record["seed"], hp["lr"], hp["batch_size"], hp.get("eps"), hp.get("weight_decay"))
+
+
+def grid_points(grid: dict) -> list[tuple]:
+    """Every point of a record's `protocol.grid`, in `grid_point`'s order."""
+    return list(itertools.product(grid["seeds"], grid["lr"], grid["batch_size"], grid["eps"], grid["weight_decay"]))
 
 
 def _shell_number(value: float) -> str:

@@ -210,6 +210,7 @@ def execute_run(request: RunRequest) -> Path:
         raise
 
     diverged = result.diverged_at is not None
+    finite_grads = result.projected_grads[:-1] if diverged else result.projected_grads   # the last one is NaN
     record.update(
         # "diverged": a loss became non-finite at `diverged_at`; training stopped and the best-dev
         # checkpoint before it (if any) was tested. It still counts as a point of the grid.
@@ -226,9 +227,8 @@ def execute_run(request: RunRequest) -> Path:
             "train_loss_end": finite_or_none(train_loss_end),
             "dev_history": result.dev_history,
         },
-        sparsity=(summarize_projected_grads(result.projected_grads[:result.steps_done - diverged],
-                                            settings.sparsity_threshold)
-                  if variant.optimizer == "mezo" and result.steps_done > diverged else None),
+        sparsity=(summarize_projected_grads(finite_grads, settings.sparsity_threshold)
+                  if variant.optimizer == "mezo" and finite_grads else None),
         throughput=result.throughput.summary(result.steps_done),
         z_stream=result.z_stream,
         memory=memory,
