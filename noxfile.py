@@ -75,7 +75,7 @@ def tests(session: nox.Session) -> None:
     """The test suite on CPU (gpu-marked tests skip themselves without CUDA).
 
     loralib 0.1.1 is also installed beside the pinned 0.1.2 (`_loralib_0_1_1`) and its folder passed
-    as MEZO_BENCH_LORALIB_0_1_1: tests/test_reference_lora.py loads it as a separate module to run the
+    as MEZO_BENCH_LORALIB_0_1_1: tests/backends/test_reference_lora.py loads it as a separate module to run the
     reference's LoRA model under both versions (its 0.1.1 cases skip where the variable is unset).
     """
     _install(session, "dev,peft")
@@ -92,7 +92,7 @@ def tests_sglang(session: nox.Session) -> None:
     with SGLang installed; CPU-only machines get the CPU recipe of `_install_with_sglang`."""
     _install_with_sglang(session, "dev,peft")
     env = {**_data_env(), "MEZO_BENCH_REQUIRE_SGLANG": "1"}   # a broken install fails instead of skipping
-    session.run("pytest", "tests/test_sglang_backend.py", "tests/test_sglang_layout.py", *session.posargs, env=env)
+    session.run("pytest", "tests/backends/test_sglang_backend.py", "tests/backends/test_sglang_layout.py", *session.posargs, env=env)
 
 
 @nox.session(name="bench-sst2")

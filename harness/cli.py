@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 DEFAULT_PROTOCOL = "benchmarks/sst2/protocol.toml"
 DEFAULT_PAPER = "benchmarks/sst2/paper.toml"
@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> None:
-    from harness.protocol import load_protocol
-    from harness.runner import RunRequest, execute_run
+    from harness.protocol.loading import load_protocol
+    from harness.recipes.run import RunRequest, execute_run
 
     protocol = load_protocol(args.protocol)
     path = execute_run(RunRequest(protocol=protocol, profile=args.profile, variant=args.variant, k=args.k,
@@ -112,9 +112,9 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from harness.protocol import load_protocol
-    from harness.runner import RunRequest, execute_run, resolve_device
-    from harness.variants import get_variant
+    from harness.protocol.loading import load_protocol
+    from harness.recipes.run import RunRequest, execute_run, resolve_device
+    from harness.protocol.variants import get_variant
 
     protocol = load_protocol(args.protocol)
     protocol.check_lock()
@@ -160,7 +160,7 @@ def _print_summary(paths: list[Path]) -> None:
 
 
 def _cmd_splits(args) -> None:
-    from harness.data import load_task_data, make_k_shot_split
+    from harness.tasks.data import load_task_data, make_k_shot_split
 
     split = make_k_shot_split(load_task_data(args.task, args.data_dir), args.k, args.seed)
     written = split.write(args.out)
@@ -170,8 +170,8 @@ def _cmd_splits(args) -> None:
 
 
 def _cmd_protocol(args) -> None:
-    from harness.protocol import load_protocol
-    from harness.variants import get_variant
+    from harness.protocol.loading import load_protocol
+    from harness.protocol.variants import get_variant
 
     protocol = load_protocol(args.protocol)
     if args.lock:
@@ -198,10 +198,10 @@ def _cmd_protocol(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from harness.claims import load_paper
-    from harness.perf import write_perf_report
-    from harness.report import write_report
-    from harness.results import read_records
+    from harness.results.claims import load_paper
+    from harness.results.perf import write_perf_report
+    from harness.results.report import write_report
+    from harness.results.store import read_records
 
     records = read_records(args.results)
     if not records:
@@ -213,14 +213,14 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_perf_store(args) -> None:
-    from harness.perf import store_run
+    from harness.results.perf import store_run
 
     print(store_run(args.json, args.out))
 
 
 def _cmd_claims(args) -> None:
-    from harness.claims import judge_all, load_claims, load_paper
-    from harness.results import read_records
+    from harness.results.claims import judge_all, load_claims, load_paper
+    from harness.results.store import read_records
 
     verdicts = judge_all(load_claims(args.claims, load_paper(args.paper)), read_records(args.results))
     lines = ["| claim | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
@@ -244,8 +244,8 @@ def _cmd_claims(args) -> None:
 
 
 def _cmd_gate(args) -> int:
-    from harness.gate import gate, load_gate_config, to_markdown, write_gate_report
-    from harness.results import read_records
+    from harness.results.gate import gate, load_gate_config, to_markdown, write_gate_report
+    from harness.results.store import read_records
 
     metrics = load_gate_config(args.config)
     baseline, candidate = read_records(args.baseline), read_records(args.candidate)

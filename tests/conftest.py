@@ -17,6 +17,13 @@ MICRO_CORPUS = [
 ] * 20
 
 
+PROMPT_TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
+LABEL_WORDS = (" terrible", " great")
+# The first sentences of MICRO_CORPUS, deduplicated: the micro MeZO runs' training set.
+MICRO_SENTENCES = ["a great movie", "a terrible movie", "the plot was great", "the acting was terrible",
+                   "it was great fun", "it was terrible and dull", "great film", "terrible film"]
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
@@ -35,12 +42,12 @@ def sst2_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def micro_tokenizer():
-    from harness.modeling import train_bpe_tokenizer
+    from harness.backends.tokenizers import train_bpe_tokenizer
 
     return train_bpe_tokenizer(MICRO_CORPUS, vocab_size=300)
 
 
-def build_micro_model(tokenizer, seed=0, dtype=torch.float32):
+def _build_micro_model(tokenizer, seed=0, dtype=torch.float32):
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
@@ -51,12 +58,23 @@ def build_micro_model(tokenizer, seed=0, dtype=torch.float32):
     return RobertaForMaskedLM(config).to(dtype).eval()
 
 
+@pytest.fixture(scope="session")
+def build_micro_model():
+    """build_micro_model(tokenizer, seed=0, dtype=torch.float32): a 1-layer RoBERTa masked LM."""
+    return _build_micro_model
+
+
+@pytest.fixture(scope="session")
+def micro_corpus() -> list[str]:
+    return MICRO_CORPUS
+
+
 @pytest.fixture
 def micro_model(micro_tokenizer):
-    return build_micro_model(micro_tokenizer)
+    return _build_micro_model(micro_tokenizer)
 
 
-def make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5, test=0.5, zero_shot=0.5,
+def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5, test=0.5, zero_shot=0.5,
                 zero_fraction=0.0, status="completed", model="random-init:tiny", profile="smoke",
                 hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
                 loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=3,
@@ -96,3 +114,50 @@ def make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5
         timing={"wall_seconds": 10.0},
     )
     return record
+
+
+@pytest.fixture(scope="session")
+def make_record():
+    """make_record(**fields): a current-schema run record for results-layer tests."""
+    return _make_record
+
+
+def _mlm_objective(tokenizer, model, loss="ce"):
+    from harness.backends.hf import MaskedLMLabelWordHead
+    from harness.tasks.objective import Objective
+    from harness.tasks.prompt import label_word_ids
+
+    return Objective(MaskedLMLabelWordHead(model, label_word_ids(tokenizer, LABEL_WORDS)), loss)
+
+
+@pytest.fixture(scope="session")
+def mlm_objective():
+    """mlm_objective(tokenizer, model, loss="ce"): the prompt objective with label words " terrible", " great"."""
+    return _mlm_objective
+
+
+@pytest.fixture(scope="session")
+def micro_objective():
+    """micro_objective(tokenizer, model) -> (objective, encoded MICRO_SENTENCES)."""
+    from harness.tasks.prompt import PromptEncoder
+    from harness.tasks.spec import Example
+
+    def build(tokenizer, model):
+        encoded = PromptEncoder(tokenizer, PROMPT_TEMPLATE, 64).encode_all(
+            [Example(s, int("great" in s)) for s in MICRO_SENTENCES])
+        return _mlm_objective(tokenizer, model), encoded
+    return build
+
+
+@pytest.fixture(scope="session")
+def micro_batch():
+    """micro_batch(tokenizer, template=PROMPT_TEMPLATE, n=16) -> (encoded, batch) of MICRO_CORPUS's first n."""
+    from harness.tasks.batching import collate
+    from harness.tasks.prompt import PromptEncoder
+    from harness.tasks.spec import Example
+
+    def build(tokenizer, template=PROMPT_TEMPLATE, n=16):
+        encoded = PromptEncoder(tokenizer, template, 64).encode_all(
+            [Example(s, int("great" in s)) for s in MICRO_CORPUS[:n]])
+        return encoded, collate(encoded, tokenizer.pad_token_id, torch.device("cpu"))
+    return build

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from harness.data import load_task_data, make_k_shot_split
-from harness.mezo import MeZO
-from harness.modeling import load_model, load_tokenizer
-from harness.objective import MaskedLMLabelWordHead, Objective
-from harness.prompt import Batch, PromptEncoder, collate, label_word_ids, split_by_length
+from harness.tasks.data import load_task_data, make_k_shot_split
+from harness.zo.mezo import MeZO
+from harness.backends.hf import load_model
+from harness.backends.tokenizers import load_tokenizer
+from harness.backends.hf import MaskedLMLabelWordHead
+from harness.tasks.objective import Objective
+from harness.tasks.batching import Batch, collate, split_by_length
+from harness.tasks.prompt import label_word_ids, PromptEncoder
 
 PERF_VERSION = 1          # bump when a workload or a benchmark's definition changes
 TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")

@@ -12,8 +12,8 @@ import itertools
 import pytest
 import torch
 
-from harness.memory import measure_memory
-from harness.reference_mezo import reference_style_step
+from harness.measure.memory import measure_memory
+from harness.zo.reference_step import reference_style_step
 
 from conftest import EPS, LR, WEIGHT_DECAY, Workload
 
@@ -54,7 +54,7 @@ def test_mezo_step(benchmark, workload):
 
 
 def test_mezo_step_bucketed(benchmark, workload):
-    """The same step with length-bucketed forwards (harness.prompt.split_by_length): what bucketing
+    """The same step with length-bucketed forwards (harness.tasks.batching.split_by_length): what bucketing
     would buy; protocol v2 trains on batches padded to their longest row."""
     seeds = itertools.count(1000)
     loss = lambda: float(workload.objective.loss_over(workload.buckets))   # noqa: E731
@@ -89,7 +89,7 @@ def test_perturbation_pass_repeat(benchmark, workload):
 
 
 def test_peak_memory(benchmark, workload):
-    """Peak memory of the inference forward, a MeZO step and a reference-style step (harness.memory:
+    """Peak memory of the inference forward, a MeZO step and a reference-style step (harness.measure.memory:
     a fresh child process per phase on CPU, the allocator's peak on CUDA)."""
     memory = {}
 

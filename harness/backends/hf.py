@@ -1,0 +1,214 @@
+"""The Hugging Face backend: RoBERTa masked-LM models from hub ids, local paths or offline
+stand-ins, the variants' heads and trainable parameter sets (full, LoRA via peft, LM head).
+
+Offline stand-in: `random-init:<tiny|roberta-base|roberta-large>` builds the architecture
+with seeded random weights.
+
+The masked-LM head is computed without waste: only the hidden state at <mask> goes through
+the LM head (dense -> GELU -> LayerNorm), and only the label words' rows of the decoder are
+used. The full head would build a [batch, length, vocab] tensor: 64 x 128 x 50265 fp32 =
+1.6 GB per roberta-large forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.backends.base import LoadedModel
+from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX
+from harness.core.errors import HarnessError
+from harness.tasks.batching import Batch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _weights_sha256(directory: Path) -> str | None:
+    files = sorted(p for pattern in ("*.safetensors", "*.bin") for p in directory.glob(pattern))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def untie_lm_decoder(model, decoder_weight: torch.Tensor) -> None:
+    """Give the LM head its own decoder weight, as the reference's RobertaForPromptFinetuning
+    has (MeZO `medium_models/src/models.py`: "input embeddings and the output embeddings are NOT
+    tied"), so MeZO perturbs and updates it with its own z. The decoder's bias stays the head's
+    `bias` parameter, as in the reference's RobertaLMHead (`self.decoder.bias = self.bias`)."""
+    head = model.lm_head
+    head.decoder.weight = torch.nn.Parameter(decoder_weight.detach().clone())
+    head.decoder.bias = head.bias
+    model.config.tie_word_embeddings = False   # nothing may tie it again
+
+
+def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torch.device,
+               revision: str | None = None, lm_decoder: str = "tied") -> LoadedModel:
+    """lm_decoder "untied": the decoder is initialised from the checkpoint's decoder weight, or,
+    where the checkpoint has none (random-init models, checkpoints saved tied), from the word
+    embeddings -- never randomly."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    if spec.startswith(RANDOM_INIT_PREFIX):
+        name = spec[len(RANDOM_INIT_PREFIX):]
+        if name not in RANDOM_INIT_CONFIGS:
+            raise HarnessError(f"unknown random-init config {name!r}; known: {sorted(RANDOM_INIT_CONFIGS)}")
+        values = dict(RANDOM_INIT_CONFIGS[name])
+        if values["vocab_size"] is None:
+            values["vocab_size"] = len(tokenizer)
+        values.update(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+        # Seed a private copy of the RNG so building a model never shifts anyone else's draws.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = RobertaForMaskedLM(RobertaConfig(**values))
+        info = {"id": spec, "revision": None, "init_seed": init_seed, "config": values}
+        decoder_source = "word embeddings (a random-init model has no decoder of its own)"
+        if lm_decoder == "untied":
+            untie_lm_decoder(model, model.roberta.embeddings.word_embeddings.weight)
+    else:
+        try:
+            if lm_decoder == "untied":
+                model, loading = RobertaForMaskedLM.from_pretrained(
+                    spec, revision=revision, tie_word_embeddings=False, output_loading_info=True)
+                if "lm_head.decoder.weight" in loading["missing_keys"]:
+                    decoder_source = "word embeddings (the checkpoint has no decoder weight)"
+                    decoder = model.roberta.embeddings.word_embeddings.weight
+                else:
+                    decoder_source = "checkpoint decoder weight"
+                    decoder = model.lm_head.decoder.weight
+                untie_lm_decoder(model, decoder)
+            else:
+                model = RobertaForMaskedLM.from_pretrained(spec, revision=revision)
+        except Exception as error:
+            raise HarnessError(f"could not load model {spec!r} ({type(error).__name__}: {error}); "
+                               f"offline, use a local path or 'random-init:<config>'") from None
+        local = Path(spec)
+        revision_found = (f"sha256:{_weights_sha256(local)}" if local.is_dir()
+                          else getattr(model.config, "_commit_hash", None) or revision)
+        info = {"id": spec, "revision": revision_found}
+    if len(tokenizer) > model.config.vocab_size:
+        raise HarnessError(f"tokenizer has {len(tokenizer)} tokens but model {spec!r} only "
+                           f"{model.config.vocab_size} embeddings")
+    model.to(device=device, dtype=DTYPES[dtype])
+    model.eval()   # MeZO's forward passes run without dropout
+    info["lm_decoder"] = ({"tied": False, "initialised_from": decoder_source} if lm_decoder == "untied"
+                          else {"tied": True, "initialised_from": "word embeddings (the same parameter)"})
+    info["num_parameters"] = sum(p.numel() for p in model.parameters())
+    info["dtype"] = dtype
+    return LoadedModel(model=model, info=info)
+
+
+def as_sequence_classifier(masked_lm, num_labels: int, head_seed: int):
+    """RobertaForSequenceClassification on the masked LM's encoder, with a new random head
+    (what `from_pretrained` gives for a pretrained checkpoint, also for random-init ones)."""
+    from transformers import RobertaForSequenceClassification
+
+    config = copy.deepcopy(masked_lm.config)
+    config.num_labels = num_labels
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(head_seed)
+        classifier = RobertaForSequenceClassification(config)
+    classifier.roberta.load_state_dict(masked_lm.roberta.state_dict())
+    parameter = next(masked_lm.parameters())
+    return classifier.to(device=parameter.device, dtype=parameter.dtype).eval()
+
+
+def apply_lora(model, *, r: int, alpha: int, targets: tuple[str, ...], seed: int):
+    """Inject peft LoRA adapters in place (B = 0, so the model's function is unchanged) and
+    freeze everything else. Adapters are never merged: MeZO's eval-mode passes must see them."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise HarnessError("LoRA variants need peft: pip install 'mezo-bench[peft]'") from None
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        get_peft_model(model, config)   # modifies `model` in place; we keep using it directly
+    return model
+
+
+def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device,
+                            seed: int) -> LoadedModel:
+    """The variant's model. New weights (a classification head, LoRA's A) are drawn from the run
+    `seed`, as the reference seeds everything with the run seed before building the model; a
+    random-init base model is drawn from `init_seed`, the same stand-in checkpoint for every seed."""
+    lm_decoder = settings.lm_decoder if variant.head == "mlm" else "tied"   # a cls head has no decoder
+    loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device,
+                        lm_decoder=lm_decoder)
+    model, info = loaded.model, dict(loaded.info)
+    if variant.head == "cls":
+        model = as_sequence_classifier(model, num_labels, head_seed=seed)
+        info["head"] = f"RobertaForSequenceClassification (random head, seed {seed})"
+        info.pop("lm_decoder")
+    else:
+        info["head"] = "RobertaForMaskedLM label words"
+    if variant.parameters in ("lora", "lora+lm-head"):
+        model = apply_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, targets=settings.lora_targets,
+                           seed=seed)
+        info["lora"] = {"r": settings.lora_r, "alpha": settings.lora_alpha, "targets": list(settings.lora_targets),
+                        "init_seed": seed}
+    if variant.parameters in ("lm-head", "lora+lm-head"):
+        # The reference's LoRA freezing rule (MeZO medium_models/run.py) freezes only `roberta.*`
+        # parameters without "lora" in their name, so the whole LM head stays trainable.
+        for name, param in model.named_parameters():
+            if name.startswith("lm_head."):
+                param.requires_grad_(True)
+            elif variant.parameters == "lm-head":
+                param.requires_grad_(False)
+    info["num_parameters"] = sum(p.numel() for p in model.parameters())
+    return LoadedModel(model=model, info=info)
+
+
+class MaskedLMLabelWordHead:
+    """Label-word logits at the mask of a RobertaForMaskedLM (prompt-based classification)."""
+
+    def __init__(self, model, label_token_ids: list[int]):
+        self.model = model
+        self.label_token_ids = torch.tensor(label_token_ids, device=model.device)
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        hidden = self.model.roberta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch.mask_positions]
+        head = self.model.lm_head
+        features = head.layer_norm(F.gelu(head.dense(at_mask)))
+        weight = head.decoder.weight[self.label_token_ids]
+        bias = head.decoder.bias[self.label_token_ids]
+        return (features @ weight.T + bias).float()
+
+
+class SequenceClassifierHead:
+    """Logits of a RobertaForSequenceClassification (its head reads the <s> token)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+
+
+class HFBackend:
+    """harness.backends.base.Backend on Hugging Face transformers."""
+
+    name = "hf"
+    ragged_batches = False
+    memory_phases = ("inference", "mezo_step", "first_order_step")
+    memory_in_process = False
+    measures_prefix_cache = False
+
+    def build_model(self, variant, settings, tokenizer, num_labels: int, device: torch.device,
+                    seed: int) -> LoadedModel:
+        return build_model_for_variant(variant, settings, tokenizer, num_labels, device, seed)
+
+    def head(self, variant, model, label_token_ids: list[int]):
+        return MaskedLMLabelWordHead(model, label_token_ids) if variant.head == "mlm" else SequenceClassifierHead(model)
+
+    def trainable_parameters(self, model) -> list[tuple[str, torch.Tensor]]:
+        return [(name, param) for name, param in model.named_parameters() if param.requires_grad]

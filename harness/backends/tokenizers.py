@@ -1,0 +1,50 @@
+"""Tokenizers: hub ids and local paths, or `trained-bpe:<vocab size>`, a byte-level BPE trained
+on the task's training sentences (deterministic: same text and size, same tokenizer)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from harness.backends.model_specs import TRAINED_BPE_PREFIX
+from harness.core.errors import HarnessError
+
+BPE_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa's ids 0..3, then <mask>
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    tokenizer: object            # a transformers fast tokenizer
+    info: dict                   # goes into the run record
+
+
+def train_bpe_tokenizer(sentences: list[str], vocab_size: int):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sentences, vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=BPE_SPECIAL_TOKENS, show_progress=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", cls_token="<s>",
+        sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+
+
+def load_tokenizer(spec: str, training_sentences: list[str]) -> LoadedTokenizer:
+    if spec.startswith(TRAINED_BPE_PREFIX):
+        vocab_size = int(spec[len(TRAINED_BPE_PREFIX):])
+        tokenizer = train_bpe_tokenizer(training_sentences, vocab_size)
+        info = {"id": spec, "trained_on": "task training sentences"}
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+        except Exception as error:  # hub unreachable, bad path, bad files
+            raise HarnessError(f"could not load tokenizer {spec!r} ({type(error).__name__}: {error}); "
+                               f"offline, use a local path or 'trained-bpe:<vocab size>'") from None
+        info = {"id": spec}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    info["sha256"] = hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None
+    info["vocab_size"] = len(tokenizer)
+    return LoadedTokenizer(tokenizer=tokenizer, info=info)

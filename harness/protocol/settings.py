@@ -1,0 +1,205 @@
+"""The settings of one (profile, variant) pair of a protocol, validated on construction, and
+the grid points they span."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT
+from harness.core.errors import HarnessError
+from harness.backends.registry import backend_entry
+from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX, TRAINED_BPE_PREFIX
+from harness.protocol.variants import Variant
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_KINDS = ("cpu", "cuda")
+
+
+def invalid(field: str, message: str, value) -> None:
+    raise HarnessError(f"field {field!r} {message}, got {value!r}")
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+LR_SCHEDULES = ("constant", "linear")
+LM_DECODERS = ("tied", "untied")
+GRID_KEYS = ("k", "seeds", "lr", "batch_size", "eps", "weight_decay")
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One run of a profile's grid: the values that, with the protocol hash, identify it."""
+
+    k: int
+    seed: int
+    lr: float
+    batch_size: int
+    eps: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that defines the runs of one variant in one profile. Validated on
+    construction; k, seeds, lr, batch_size (per k), eps and weight_decay are grids."""
+
+    model: str
+    tokenizer: str
+    k: tuple[int, ...]
+    seeds: tuple[int, ...]
+    lr: tuple[float, ...]
+    batch_size: dict[int, tuple[int, ...]]
+    steps: int
+    eval_every: int
+    eval_batch_size: int
+    eps: tuple[float, ...]
+    weight_decay: tuple[float, ...]
+    lr_schedule: str
+    dropout: bool
+    max_length: int
+    dtype: str
+    init_seed: int
+    template: tuple[str, ...]
+    label_words: tuple[str, ...]
+    sparsity_threshold: float
+    perturb_dead_parameters: bool
+    lm_decoder: str              # "untied": the LM head's own decoder (the reference); "tied": the word embeddings
+    max_grad_norm: float | None = None   # first-order only: gradient clipping before each step (HF Trainer: 1.0)
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_targets: tuple[str, ...] | None = None
+    length_buckets: int = 1      # > 1: MeZO's forwards run the batch in length buckets
+
+    def __post_init__(self) -> None:
+        for name in ("model", "tokenizer"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                invalid(name, "must be a non-empty string (hub id, local path or special form)", value)
+        if self.model.startswith(RANDOM_INIT_PREFIX):
+            config = self.model[len(RANDOM_INIT_PREFIX):]
+            if config not in RANDOM_INIT_CONFIGS:
+                invalid("model", f"random-init config must be one of {sorted(RANDOM_INIT_CONFIGS)}", config)
+        if self.tokenizer.startswith(TRAINED_BPE_PREFIX):
+            size = self.tokenizer[len(TRAINED_BPE_PREFIX):]
+            if not size.isdigit() or not 256 < int(size) <= 1_000_000:
+                invalid("tokenizer", "trained-bpe vocabulary size must be an integer in (256, 1000000]", size)
+        for name, minimum in (("k", 1), ("seeds", 0)):
+            _check_int_list(name, getattr(self, name), minimum)
+        if not isinstance(self.batch_size, dict):
+            invalid("batch_size", "must be an integer, a list of integers, or a table {k = [sizes]}", self.batch_size)
+        for k in self.k:
+            _check_int_list(f"batch_size (k={k})", self.batch_size.get(k, ()), 1)
+        if not isinstance(self.lr, tuple) or not self.lr or not all(is_number(v) and v > 0 for v in self.lr):
+            invalid("lr", "must be a non-empty list of positive numbers", self.lr)
+        for name in ("steps", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                invalid(name, "must be an integer >= 1", value)
+        if self.eval_every > self.steps:
+            invalid("eval_every", f"must be <= steps ({self.steps})", self.eval_every)
+        for name, minimum_exclusive in (("eps", True), ("weight_decay", False)):
+            values = getattr(self, name)
+            if (not isinstance(values, tuple) or not values or len(set(values)) != len(values)
+                    or not all(is_number(v) and v >= 0 and not (minimum_exclusive and v == 0) for v in values)):
+                invalid(name, "must be a " + ("positive number" if minimum_exclusive else "number >= 0")
+                      + " or a non-empty list of distinct ones", values)
+        if not is_number(self.sparsity_threshold) or self.sparsity_threshold <= 0:
+            invalid("sparsity_threshold", "must be a positive number", self.sparsity_threshold)
+        if self.lm_decoder not in LM_DECODERS:
+            invalid("lm_decoder", f"must be one of {list(LM_DECODERS)}", self.lm_decoder)
+        if self.max_grad_norm is not None and (not is_number(self.max_grad_norm) or self.max_grad_norm <= 0):
+            invalid("max_grad_norm", "must be a positive number", self.max_grad_norm)
+        if self.lr_schedule not in LR_SCHEDULES:
+            invalid("lr_schedule", f"must be one of {list(LR_SCHEDULES)}", self.lr_schedule)
+        for name in ("dropout", "perturb_dead_parameters"):
+            if not isinstance(getattr(self, name), bool):
+                invalid(name, "must be true or false", getattr(self, name))
+        if not is_int(self.max_length) or not 8 <= self.max_length <= 4096:
+            invalid("max_length", "must be an integer in [8, 4096]", self.max_length)
+        if self.dtype not in DTYPES:
+            invalid("dtype", f"must be one of {list(DTYPES)}", self.dtype)
+        if not is_int(self.init_seed) or self.init_seed < 0:
+            invalid("init_seed", "must be an integer >= 0", self.init_seed)
+        if not isinstance(self.template, tuple) or not all(isinstance(p, str) and p for p in self.template):
+            invalid("template", "must be a list of non-empty strings", self.template)
+        if self.template.count(SENTENCE_SLOT) != 1:
+            invalid("template", f"must contain {SENTENCE_SLOT!r} exactly once", list(self.template))
+        if (not isinstance(self.label_words, tuple) or len(self.label_words) < 2
+                or not all(isinstance(w, str) and w.strip() for w in self.label_words)):
+            invalid("label_words", "must be a list of at least two non-empty strings", self.label_words)
+        if len(set(self.label_words)) != len(self.label_words):
+            invalid("label_words", "must be distinct", list(self.label_words))
+        for name in ("lora_r", "lora_alpha"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                invalid(name, "must be an integer >= 1", value)
+        if not is_int(self.length_buckets) or not 1 <= self.length_buckets <= 64:
+            invalid("length_buckets", "must be an integer in [1, 64]", self.length_buckets)
+        if self.lora_targets is not None and (not isinstance(self.lora_targets, tuple) or not self.lora_targets
+                                              or not all(isinstance(t, str) and t for t in self.lora_targets)):
+            invalid("lora_targets", "must be a non-empty list of module names", self.lora_targets)
+
+    def check_for(self, variant: Variant) -> None:
+        """Checks that depend on the variant (its head and parameter set)."""
+        masks = self.template.count(MASK_SLOT)
+        if variant.head == "mlm" and masks != 1:
+            invalid("template", f"must contain {MASK_SLOT!r} exactly once for a masked-LM variant", list(self.template))
+        if variant.head == "cls" and masks != 0:
+            invalid("template", f"must not contain {MASK_SLOT!r} for a classification-head variant", list(self.template))
+        if variant.optimizer != "mezo" and self.length_buckets != 1:
+            invalid("length_buckets", "applies to MeZO variants only (leave it 1 for first-order ones)",
+                  self.length_buckets)
+        if variant.optimizer == "mezo" and self.max_grad_norm is not None:
+            invalid("max_grad_norm", "applies to first-order variants only (MeZO has no gradient to clip)",
+                  self.max_grad_norm)
+        if variant.optimizer != "mezo" and len(self.eps) != 1:
+            invalid("eps", "is a grid for MeZO variants only (first-order variants do not use it)", list(self.eps))
+        backend = backend_entry(variant.backend)
+        if self.lm_decoder not in backend.lm_decoders:
+            invalid("lm_decoder", f"must be {' or '.join(map(json.dumps, backend.lm_decoders))} for the "
+                    f"{backend.label} backend", self.lm_decoder)
+        if variant.parameters in ("lm-head", "lora+lm-head") and self.lm_decoder != "untied":
+            invalid("lm_decoder", f"must be \"untied\" for {variant.name!r}: it trains the LM head, whose decoder "
+                  "is its own parameter in the reference", self.lm_decoder)
+        if variant.parameters in ("lora", "lora+lm-head"):
+            for name in ("lora_r", "lora_alpha", "lora_targets"):
+                if getattr(self, name) is None:
+                    invalid(name, "must be set for a LoRA variant", None)
+
+    def grid(self) -> list[GridPoint]:
+        """Every point: k x seed x lr x batch size (for that k) x eps x weight decay."""
+        return [GridPoint(k, seed, lr, batch, eps, wd) for k in self.k for seed in self.seeds for lr in self.lr
+                for batch in self.batch_size[k] for eps in self.eps for wd in self.weight_decay]
+
+    def grid_for(self, k: int) -> dict[str, list]:
+        """The grid dimensions that selection runs over for one k (goes into every record, so a
+        reader can tell whether a group of records is a complete grid)."""
+        return {"seeds": list(self.seeds), "lr": list(self.lr), "batch_size": list(self.batch_size[k]),
+                "eps": list(self.eps), "weight_decay": list(self.weight_decay)}
+
+    def to_dict(self) -> dict:
+        values = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "batch_size":
+                value = {str(k): list(v) for k, v in sorted(value.items())}
+            elif isinstance(value, tuple):
+                value = list(value)
+            values[f.name] = value
+        return values
+
+
+def _check_int_list(name: str, values, minimum: int) -> None:
+    if not isinstance(values, tuple) or not values or not all(is_int(v) and v >= minimum for v in values):
+        invalid(name, f"must be a non-empty list of integers >= {minimum}", list(values) if isinstance(values, tuple) else values)
+    if len(set(values)) != len(values):
+        invalid(name, "must not repeat values", list(values))

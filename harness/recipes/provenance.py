@@ -1,0 +1,63 @@
+"""What produced a run, for its record: package versions, the device, the git checkout."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+RECORDED_PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "peft", "sglang", "mezo-bench")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"type": device.type, "platform": platform.platform(), "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info.update(name=torch.cuda.get_device_name(index), cuda=torch.version.cuda,
+                    hardware_class=f"cuda:{torch.cuda.get_device_name(index)}")
+    else:
+        info.update(name=info["cpu"], hardware_class="cpu")
+    return info
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        completed = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the checkout the code runs from (package dir, then cwd)."""
+    for directory in (Path(__file__).resolve().parent, Path.cwd()):
+        commit = _git(["rev-parse", "HEAD"], directory)
+        if commit:
+            status = _git(["status", "--porcelain", "--untracked-files=no"], directory)
+            return {"commit": commit, "dirty": bool(status), "root": _git(["rev-parse", "--show-toplevel"], directory)}
+    return {"commit": None, "dirty": None, "root": None}

@@ -1,0 +1,178 @@
+"""The training loops, each readable top to bottom: MeZO (the paper's Algorithm 1) and
+first-order fine-tuning (the FT baseline).
+
+Evaluation as published: dev accuracy every `eval_every` steps (and at the last step);
+the best-dev parameters are kept on the CPU; the caller tests that checkpoint.
+Time is split into forward, update (perturbations + update for MeZO, backward + optimizer
+for FT) and evaluation; on a GPU the clocks are read after synchronising.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.backends.base import cpu_state_copy
+from harness.measure.throughput import Clock, Throughput
+from harness.tasks.batching import Batch, EpochSampler, split_by_length
+from harness.tasks.objective import Objective
+from harness.zo.mezo import MeZO
+
+MAX_CURVE_POINTS = 10_000
+
+
+def curve_stride(steps: int) -> int:
+    return max(1, -(-steps // MAX_CURVE_POINTS))
+
+
+def scheduled_lr(base_lr: float, step: int, steps: int, schedule: str) -> float:
+    """lr for 1-based `step`: constant, or linear decay to 0 over the run (no warm-up)."""
+    return base_lr if schedule == "constant" else base_lr * (1.0 - (step - 1) / steps)
+
+
+@dataclass
+class TrainResult:
+    curve_stride: int
+    curve: dict[str, list] = field(default_factory=dict)      # "steps" plus per-step series
+    projected_grads: list[float] = field(default_factory=list)   # every step (MeZO only)
+    dev_history: list[dict] = field(default_factory=list)        # {"step", "dev_accuracy"}
+    best_dev_accuracy: float = float("-inf")
+    best_step: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    diverged_at: int | None = None      # the step whose loss was not finite; training stopped there
+    z_stream: dict | None = None         # MeZO only: how z was drawn (harness.zo.mezo)
+    steps_done: int = 0
+    throughput: Throughput = field(default_factory=Throughput)
+
+    def log_curve(self, step: int, **values: float) -> None:
+        if step == 1 or step % self.curve_stride == 0:
+            self.curve.setdefault("steps", []).append(step)
+            for name, value in values.items():
+                self.curve.setdefault(name, []).append(value)
+
+
+def _evaluate(result: TrainResult, objective: Objective, dev_batches: list[Batch], step: int, clock: Clock) -> float:
+    started = clock.now()
+    dev_accuracy = objective.accuracy(dev_batches)
+    result.dev_history.append({"step": step, "dev_accuracy": dev_accuracy})
+    if dev_accuracy > result.best_dev_accuracy:   # ties keep the earlier checkpoint
+        result.best_dev_accuracy, result.best_step = dev_accuracy, step
+        result.best_state = cpu_state_copy(objective.model)
+    result.throughput.eval_seconds += clock.now() - started
+    return dev_accuracy
+
+
+def _end_of_step(result: TrainResult, objective: Objective, dev_batches: list[Batch], step: int, steps: int,
+                 eval_every: int, clock: Clock, bar, loss: float) -> None:
+    """Dev evaluation on schedule, and the live loss (and dev accuracy) on the progress bar."""
+    if step % eval_every == 0 or step == steps:
+        dev_accuracy = _evaluate(result, objective, dev_batches, step, clock)
+        bar.set_postfix(loss=f"{loss:.4f}", dev=f"{dev_accuracy:.3f}", refresh=False)
+    elif step % 10 == 0:
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+
+def _progress_bar(steps: int, desc: str, enabled: bool):
+    # In a log file (no TTY) redraw every 5 s rather than every step.
+    return tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 5.0)
+
+
+def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
+               dev_batches: list[Batch], steps: int, lr: float, eps: float, weight_decay: float,
+               lr_schedule: str, eval_every: int, seed: int, length_buckets: int = 1,
+               ragged_batches: bool = False, progress: bool = True) -> TrainResult:
+    """length_buckets > 1: each forward runs the batch split into that many length buckets
+    (harness.tasks.batching.split_by_length); the loss is the same up to float rounding.
+    ragged_batches: the backend runs the real tokens only, so throughput counts no padding."""
+    engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
+    step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
+    result = TrainResult(curve_stride=curve_stride(steps),
+                         z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements})
+    clock = Clock(trainable[0][1].device)
+    objective.model.eval()                      # no dropout in the zeroth-order passes
+    bar = _progress_bar(steps, "MeZO", progress)
+    batch = parts = None
+
+    for step in bar:
+        previous, batch = batch, sampler.next()
+        if batch is not previous:   # a full-batch sampler returns the same batch every step
+            parts = split_by_length(batch, length_buckets) if length_buckets > 1 else [batch]
+        forward_seconds_before = result.throughput.forward_seconds
+
+        def loss_on_batch() -> float:
+            started = clock.now()
+            loss = float(objective.loss(batch) if len(parts) == 1 else objective.loss_over(parts))
+            result.throughput.count_forward(parts, clock.now() - started, ragged_batches)
+            return loss
+
+        engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
+        step_started = clock.now()
+        out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
+        step_seconds = clock.now() - step_started
+        result.throughput.train_seconds += step_seconds
+        result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds - forward_seconds_before)
+
+        result.steps_done = step
+        result.projected_grads.append(out.projected_grad)
+        result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
+        if not math.isfinite(out.projected_grad):
+            result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
+            break
+        _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
+    return result
+
+
+def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
+                      dev_batches: list[Batch], steps: int, lr: float, weight_decay: float, lr_schedule: str,
+                      dropout: bool, eval_every: int, seed: int, max_grad_norm: float | None = None,
+                      progress: bool = True) -> TrainResult:
+    """AdamW on the cross-entropy of the objective's logits, with backprop. max_grad_norm: the
+    gradients' global norm is clipped to it before each step, as HF's Trainer (used by the
+    reference) does by default with 1.0."""
+    if max_grad_norm is not None and max_grad_norm <= 0:
+        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
+    params = [param for _, param in trainable]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda index: scheduled_lr(1.0, index + 1, steps, lr_schedule))
+    result = TrainResult(curve_stride=curve_stride(steps))
+    clock = Clock(params[0].device)
+    model = objective.model
+    bar = _progress_bar(steps, "FT", progress)
+
+    with torch.random.fork_rng(devices=[params[0].device] if params[0].device.type == "cuda" else []):
+        torch.manual_seed(seed)                 # dropout masks
+        for step in bar:
+            batch = sampler.next()
+            model.train(dropout)
+            started = clock.now()
+            loss = objective.cross_entropy(batch)
+            forward_done = clock.now()
+            result.throughput.count_forward([batch], forward_done - started)
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            finished = clock.now()
+            result.throughput.update_seconds += finished - forward_done
+            result.throughput.train_seconds += finished - started
+            model.eval()
+
+            loss_value = float(loss.detach())
+            result.steps_done = step
+            result.log_curve(step, loss=loss_value)
+            if not math.isfinite(loss_value):
+                result.diverged_at = step
+                break
+            _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, loss_value)
+    return result

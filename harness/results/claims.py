@@ -1,0 +1,267 @@
+"""The claims ledger: published and claimed numbers, and verdicts computed from records.
+
+A claim names a metric, the variant (and k) it is about, an expected value with a
+tolerance, and conditions a record must meet to count (protocol version or hash, model,
+hardware, profile, steps, seeds). Only complete grids count: every grid point of every seed
+(the record's `protocol.grid`) has a completed or diverged run. Verdicts are computed, never
+typed: reproduced, refuted, or not measured with what is missing; one reached on a
+random-init model says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.core.files import check_keys, read_toml
+from harness.results.selection import best_dev_per_seed, field_value, grid_point, grid_points, hardware_class, selectable
+
+RANDOM_INIT = "random-init:"
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def _field(records: list[dict], *path: str) -> list[float]:
+    """The field from every record that has it (older schemas may lack a measurement)."""
+    return [value for value in (field_value(record, path) for record in records) if value is not None]
+
+
+def _test_accuracy(records):
+    selected = best_dev_per_seed(records)
+    if not selected:
+        return None, "no run of the grid reached a dev evaluation"
+    return (100 * _mean([r["metrics"]["test_accuracy"] for r in selected]),
+            f"best dev of each of {len(selected)} seed(s) (the reference's gather_result.py rule)")
+
+
+def _per_run(path: tuple[str, ...], scale: float = 1.0, offset: float = 0.0):
+    def metric(records):
+        values = _field(records, *path)
+        if not values:
+            return None, f"no matching record has {'.'.join(path)}"
+        return offset + scale * _mean(values), f"mean of {len(values)} run(s) with {'.'.join(path)}"
+    return metric
+
+
+def _radix_memory_saved(records):
+    """Memory saved by SGLang's prefix cache: needs a MeZO step that ran with it on."""
+    value, detail = _per_run(("radix", "memory_saved_fraction"), 100.0)(records)
+    if value is None:
+        failures = sorted({f"{on['error']} at {on['raised_at']}" for on in
+                           (field_value(r, ("radix", "prefix_cache", "on")) for r in records) if on and "error" in on})
+        if failures:
+            detail = f"with SGLang's prefix cache on, the MeZO step fails ({'; '.join(failures)}): nothing to compare"
+    return value, detail
+
+
+# metric name -> function(records) -> (value or None, detail)
+METRICS = {
+    "test_accuracy": _test_accuracy,
+    "zero_shot_test_accuracy": _per_run(("metrics", "zero_shot_test_accuracy"), 100.0),
+    "zero_gradient_percent": _per_run(("sparsity", "zero_fraction"), 100.0),
+    "nonzero_gradient_percent": _per_run(("sparsity", "zero_fraction"), -100.0, 100.0),
+    "memory_excess_ratio_mezo_over_inference": _per_run(("memory", "ratios", "excess_mezo_over_inference")),
+    "memory_peak_ratio_mezo_over_inference": _per_run(("memory", "ratios", "mezo_over_inference")),
+    "steps_per_second": _per_run(("throughput", "steps_per_second")),
+    "radix_prefix_hit_percent": _per_run(("radix", "prefix_hit_rate"), 100.0),
+    "radix_token_reuse_percent": _per_run(("radix", "token_reuse_rate"), 100.0),
+    "radix_memory_saved_percent": _radix_memory_saved,
+}
+SELECTION_METRICS = ("test_accuracy",)   # computed by selecting over a grid: one grid only
+CONDITION_KEYS = ("protocol_version", "protocol_hash", "model", "hardware", "profile", "steps", "min_seeds")
+CLAIM_KEYS = ("id", "source", "statement", "metric", "variant", "k", "expected", "paper", "tolerance", "conditions")
+PAPER_KEYS = ("id", "variant", "k", "metric", "mean", "std", "source", "steps")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    source: str
+    statement: str
+    metric: str
+    variant: str
+    expected: float
+    tolerance: float
+    k: int | None = None
+    conditions: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: Claim
+    outcome: str                # "reproduced" | "refuted" | "not measured"
+    measured: float | None
+    detail: str                 # evidence used, or what is missing
+    scope: str = ""             # "" (pretrained checkpoints) or the random-init models it rests on
+
+    @property
+    def verdict(self) -> str:
+        """The outcome, saying so when it was reached on a random-init model."""
+        return f"{self.outcome} {self.scope}" if self.scope else self.outcome
+
+    def as_dict(self) -> dict:
+        c = self.claim
+        return {"id": c.id, "source": c.source, "statement": c.statement, "metric": c.metric, "variant": c.variant,
+                "k": c.k, "expected": c.expected, "tolerance": c.tolerance, "conditions": c.conditions,
+                "measured": self.measured, "verdict": self.verdict, "outcome": self.outcome, "scope": self.scope,
+                "detail": self.detail}
+
+
+def load_paper(path: str | Path) -> dict[str, dict]:
+    """Published results by id (paper.toml)."""
+    path = Path(path)
+    raw = read_toml(path, "paper results file")
+    results = {}
+    for index, entry in enumerate(raw.get("result", []), start=1):
+        where = f"{path} result #{index}"
+        check_keys(entry, PAPER_KEYS, where)
+        for key in ("id", "variant", "metric", "mean", "source"):
+            if key not in entry:
+                raise HarnessError(f"{where}: missing key {key!r}")
+        if entry["id"] in results:
+            raise HarnessError(f"{where}: duplicate id {entry['id']!r}")
+        results[entry["id"]] = {**entry, "citation": raw.get("citation", "")}
+    return results
+
+
+def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
+    path = Path(path)
+    claims, seen = [], set()
+    for index, entry in enumerate(read_toml(path, "claims file").get("claim", []), start=1):
+        where = f"{path} claim {entry.get('id', f'#{index}')!r}"
+        check_keys(entry, CLAIM_KEYS, where)
+        for key in ("id", "source", "statement", "metric", "variant", "tolerance"):
+            if key not in entry:
+                raise HarnessError(f"{where}: missing key {key!r}")
+        if entry["id"] in seen:
+            raise HarnessError(f"{where}: duplicate id")
+        seen.add(entry["id"])
+        if entry["metric"] not in METRICS:
+            raise HarnessError(f"{where}: field 'metric' must be one of {sorted(METRICS)}, got {entry['metric']!r}")
+        if ("expected" in entry) == ("paper" in entry):
+            raise HarnessError(f"{where}: give exactly one of 'expected' or 'paper'")
+        if "paper" in entry:
+            if entry["paper"] not in paper:
+                raise HarnessError(f"{where}: field 'paper' names no result in the paper file: {entry['paper']!r}")
+            expected = paper[entry["paper"]]["mean"]
+        else:
+            expected = entry["expected"]
+        if not isinstance(entry["tolerance"], (int, float)) or entry["tolerance"] < 0:
+            raise HarnessError(f"{where}: field 'tolerance' must be a number >= 0, got {entry['tolerance']!r}")
+        conditions = entry.get("conditions", {})
+        check_keys(conditions, CONDITION_KEYS, f"{where} conditions")
+        if ("protocol_version" in conditions) == ("protocol_hash" in conditions):
+            raise HarnessError(f"{where}: conditions need exactly one of 'protocol_version' or 'protocol_hash' "
+                               f"(a verdict counts only the records of the protocol it names)")
+        if conditions.get("hardware", "any") not in ("any", "cpu", "cuda"):
+            raise HarnessError(f"{where}: condition 'hardware' must be any, cpu or cuda")
+        claims.append(Claim(id=entry["id"], source=entry["source"], statement=entry["statement"],
+                            metric=entry["metric"], variant=entry["variant"], expected=float(expected),
+                            tolerance=float(entry["tolerance"]), k=entry.get("k"), conditions=dict(conditions)))
+    return claims
+
+
+def _model_ok(record: dict, wanted: str) -> bool:
+    model = record["model"]["id"]
+    return wanted == "any" or (not model.startswith(RANDOM_INIT) and (model == wanted or model.endswith("/" + wanted)))
+
+
+def _hardware_ok(record: dict, wanted: str) -> bool:
+    return wanted == "any" or hardware_class(record).split(":")[0] == wanted
+
+
+def _protocol_ok(record: dict, conditions: dict) -> bool:
+    protocol = record["protocol"]
+    if "protocol_hash" in conditions:
+        return protocol["hash"] == conditions["protocol_hash"]
+    return protocol["version"] == conditions["protocol_version"]
+
+
+def _describe(records: list[dict]) -> str:
+    kinds = sorted({f"{r['model']['id']} / profile {r['protocol']['profile']} / v{r['protocol']['version']} / "
+                    f"{hardware_class(r)}" for r in records})
+    return "; ".join(kinds)
+
+
+def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
+    """Records grouped by (protocol hash, k); only groups in which every grid point of every
+    seed has a completed or diverged run count. Returns (complete groups, what the others miss)."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["protocol"]["hash"], record["k"]), []).append(record)
+    complete, missing = [], []
+    for (digest, k), group in groups.items():
+        grid = group[0]["protocol"].get("grid")
+        where = f"profile {group[0]['protocol']['profile']} k={k} (protocol {digest[:8]})"
+        if grid is None:
+            missing.append(f"{where}: its records do not say their grid (older schema)")
+            continue
+        have = {grid_point(r) for r in group}   # group holds selectable runs only
+        points = grid_points(grid)
+        absent = [point for point in points if point not in have]
+        if absent:
+            seed, lr, batch, eps, wd = absent[0]
+            missing.append(f"{where}: {len(absent)} of {len(points)} grid points have no completed or "
+                           f"diverged run (e.g. seed {seed} lr {lr:g} batch {batch} eps {eps:g} wd {wd:g})")
+        else:
+            complete.append(group)
+    return complete, missing
+
+
+def _scope(records: list[dict]) -> str:
+    """'' for pretrained checkpoints; else which random-init models the verdict rests on."""
+    random_init = sorted({r["model"]["id"] for r in records if r["model"]["id"].startswith(RANDOM_INIT)})
+    return f"on a random-init model ({', '.join(random_init)}), not a pretrained checkpoint" if random_init else ""
+
+
+def judge(claim: Claim, records: list[dict]) -> Verdict:
+    conditions = claim.conditions
+    of_variant = [r for r in selectable(records)
+                  if r["variant"]["name"] == claim.variant and (claim.k is None or r["k"] == claim.k)]
+    target = f"variant {claim.variant}" + (f" k={claim.k}" if claim.k is not None else "")
+    if not of_variant:
+        return Verdict(claim, "not measured", None, f"no completed records of {target}")
+    version = (f"protocol hash {conditions['protocol_hash'][:8]}" if "protocol_hash" in conditions
+               else f"protocol v{conditions['protocol_version']}")
+    needs = [version]
+    matching = [r for r in of_variant if _protocol_ok(r, conditions)]
+    if "model" in conditions:
+        matching = [r for r in matching if _model_ok(r, conditions["model"])]
+        needs.append(f"model {conditions['model']}" + ("" if conditions["model"] == "any" else " (pretrained)"))
+    if "hardware" in conditions:
+        matching = [r for r in matching if _hardware_ok(r, conditions["hardware"])]
+        needs.append(f"hardware {conditions['hardware']}")
+    if "profile" in conditions:
+        matching = [r for r in matching if r["protocol"]["profile"] == conditions["profile"]]
+        needs.append(f"profile {conditions['profile']}")
+    if "steps" in conditions:
+        matching = [r for r in matching if r["hyperparameters"]["steps"] == conditions["steps"]]
+        needs.append(f"{conditions['steps']} steps")
+    if not matching:
+        return Verdict(claim, "not measured", None,
+                       f"needs {', '.join(needs)}; records of {target} are only: {_describe(of_variant)}")
+    groups, missing = _complete_groups(matching)
+    if not groups:
+        return Verdict(claim, "not measured", None, "no complete grid: " + "; ".join(missing))
+    if claim.metric in SELECTION_METRICS and len({g[0]["protocol"]["hash"] for g in groups}) > 1:
+        return Verdict(claim, "not measured", None,
+                       f"complete grids of several protocol hashes match ({_describe([g[0] for g in groups])}); "
+                       f"name a profile or protocol_hash so one grid is selected from")
+    matching = [r for group in groups for r in group]
+    seeds = {r["seed"] for r in matching}
+    if len(seeds) < conditions.get("min_seeds", 1):
+        return Verdict(claim, "not measured", None,
+                       f"needs {conditions['min_seeds']} seeds, the complete grids have {len(seeds)}")
+    value, detail = METRICS[claim.metric](matching)
+    if value is None:
+        return Verdict(claim, "not measured", None, detail)
+    outcome = "reproduced" if abs(value - claim.expected) <= claim.tolerance else "refuted"
+    return Verdict(claim, outcome, value, f"{detail}; {_describe(matching)}", scope=_scope(matching))
+
+
+def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:
+    return [judge(claim, records) for claim in claims]

@@ -1,0 +1,214 @@
+"""`mezo-bench report`: aggregate records like the paper and draw the figures.
+
+Aggregation: records are grouped by task, protocol version, profile, hardware class,
+model, variant and k; in each group the best-dev grid point of every seed is selected
+(harness.results.selection.best_dev_per_seed), and each row reports the mean and population std
+(ddof=0) over seeds of those runs. Every figure names on its face the protocol, profile,
+hardware and model that produced it.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+from harness.results.selection import best_dev_per_seed, hardware_class, selectable
+from harness.protocol.variants import VARIANTS
+
+GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k")
+SELECTION_KEYS = ("task", "protocol", "version", "profile", "hardware", "model")
+MIB = 2**20
+
+
+def _group_key(record: dict) -> tuple:
+    return (record["task"], record["protocol"]["name"], record["protocol"]["version"], record["protocol"]["profile"],
+            hardware_class(record), record["model"]["id"], record["variant"]["name"], record["k"])
+
+
+def _values(runs: list[dict], getter) -> list[float]:
+    out = []
+    for run in runs:
+        try:
+            value = getter(run)
+        except (KeyError, TypeError):
+            continue
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _paper_entry(paper: dict[str, dict], variant: str, k: int | None, metric: str) -> dict | None:
+    for entry in paper.values():
+        variants = entry["variant"] if isinstance(entry["variant"], list) else [entry["variant"]]
+        if (variant in variants and entry["metric"] == metric and entry.get("k") in (None, k)
+                and "steps" not in entry):
+            return entry
+    return None
+
+
+def summarize(records: list[dict], paper: dict[str, dict]):
+    """One row per group: accuracy (mean, std over seeds), zero-shot, sparsity, memory,
+    throughput of the best-dev run of each seed, beside the paper's value."""
+    import pandas as pd
+
+    groups: dict[tuple, list[dict]] = {}
+    for record in selectable(records):
+        groups.setdefault(_group_key(record), []).append(record)
+    rows = []
+    for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])):
+        selected = best_dev_per_seed(runs)
+        if not selected:   # every run diverged before its first evaluation
+            continue
+        tests = [100 * r["metrics"]["test_accuracy"] for r in selected]
+        paper_test = _paper_entry(paper, key[6], key[7], "test_accuracy")
+        paper_zero = _paper_entry(paper, key[6], key[7], "zero_shot_accuracy")
+
+        def phase(name, field="excess_bytes"):
+            values = _values(selected, lambda r: r["memory"]["phases"][name][field])
+            return _mean(values) / MIB if values else None
+
+        rows.append({
+            **dict(zip(GROUP_KEYS, key)),
+            "seeds": len(selected),
+            "runs": len(runs),
+            "test_acc_mean": statistics.fmean(tests),
+            "test_acc_std": statistics.pstdev(tests),
+            "zero_shot_acc_mean": _mean(_values(selected, lambda r: 100 * r["metrics"]["zero_shot_test_accuracy"])),
+            "zero_grad_pct": _mean(_values(selected, lambda r: 100 * r["sparsity"]["zero_fraction"])),
+            "tiny_grad_pct": _mean(_values(selected, lambda r: 100 * r["sparsity"]["tiny_fraction"])),
+            "mean_abs_grad": _mean(_values(selected, lambda r: r["sparsity"]["mean_abs"])),
+            "mem_inference_excess_mib": phase("inference"),
+            "mem_mezo_excess_mib": phase("mezo_step"),
+            "mem_first_order_excess_mib": phase("first_order_step"),
+            "mem_peak_mezo_over_inference": _mean(_values(selected, lambda r: r["memory"]["ratios"]["mezo_over_inference"])),
+            "mem_peak_first_order_over_mezo": _mean(_values(selected, lambda r: r["memory"]["ratios"]["first_order_over_mezo"])),
+            "steps_per_s": _mean(_values(selected, lambda r: r["throughput"]["steps_per_second"])),
+            "tokens_per_s": _mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
+            "padding_pct": _mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
+            "backend": selected[0]["variant"]["backend"],
+            "method": VARIANTS[key[6]].label if key[6] in VARIANTS else "",
+            "paper_test_acc": paper_test["mean"] if paper_test else None,
+            "paper_test_std": paper_test.get("std") if paper_test else None,
+            "paper_zero_shot_acc": paper_zero["mean"] if paper_zero else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def _slug(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts)).strip("-")
+
+
+def _title(selection: dict, what: str) -> str:
+    model = selection["model"]
+    caveat = "  (random-init weights: not comparable to the paper)" if model.startswith("random-init:") else ""
+    return (f"{what}\n{selection['task']} · {selection['protocol']} v{selection['version']} · profile "
+            f"{selection['profile']} · {selection['hardware']} · model {model}{caveat}")
+
+
+def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
+    """summary.csv and summary.md for all groups, and five figures per selection
+    (task, protocol version, profile, hardware, model). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summarize(records, paper)
+    written = [out_dir / "summary.csv", out_dir / "summary.md"]
+    table.to_csv(written[0], index=False)
+    written[1].write_text("# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
+                          "Accuracies in %, memory excess in MiB.\n\n"
+                          + table.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+    by_run_group: dict[tuple, list[dict]] = {}
+    for record in selectable(records):
+        by_run_group.setdefault(_group_key(record), []).append(record)
+
+    for selection_values, rows in table.groupby(list(SELECTION_KEYS), sort=True):
+        selection = dict(zip(SELECTION_KEYS, selection_values))
+        folder = out_dir / _slug(*selection_values)
+        folder.mkdir(exist_ok=True)
+        rows = rows.sort_values(["variant", "k"])
+        labels = [f"{v}\nk={k}" for v, k in zip(rows["variant"], rows["k"])]
+        x = range(len(rows))
+
+        # 1. dev accuracy vs step (mean over the selected seeds), zero-shot and test marked
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for _, row in rows.iterrows():
+            runs = best_dev_per_seed(by_run_group[tuple(row[key] for key in GROUP_KEYS)])
+            steps = [h["step"] for h in runs[0]["metrics"]["dev_history"]]
+            dev = [statistics.fmean(100 * r["metrics"]["dev_history"][i]["dev_accuracy"] for r in runs)
+                   for i in range(len(steps))]
+            line, = ax.plot([0] + steps, [statistics.fmean(100 * r["metrics"]["zero_shot_dev_accuracy"] for r in runs)] + dev,
+                            marker="o", label=f"{row['variant']} k={row['k']} dev")
+            ax.scatter([max(steps)], [row["test_acc_mean"]], marker="*", s=150, color=line.get_color(),
+                       label=f"{row['variant']} k={row['k']} test (best-dev ckpt)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(_title(selection, "Dev accuracy vs step (mean over seeds); ★ test of the best-dev checkpoint"), fontsize=9)
+        written.append(_save(fig, folder / "accuracy_vs_step.png"))
+
+        # 2. final test accuracy beside the paper's
+        fig, ax = plt.subplots(figsize=(9, 5))
+        ax.bar([i - 0.2 for i in x], rows["test_acc_mean"], 0.4, yerr=rows["test_acc_std"], capsize=3, label="this run")
+        paper_mean = rows["paper_test_acc"].astype(float)
+        ax.bar([i + 0.2 for i in x], paper_mean, 0.4, yerr=rows["paper_test_std"].astype(float).fillna(0), capsize=3,
+               label="paper (RoBERTa-large)", color="tab:gray")
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
+        ax.set_ylabel("test accuracy (%)")
+        ax.axhline(50, color="k", lw=0.5, ls=":")
+        ax.legend()
+        ax.set_title(_title(selection, "Test accuracy, mean ± std over seeds, beside the paper"), fontsize=9)
+        written.append(_save(fig, folder / "accuracy_vs_paper.png"))
+
+        # 3. gradient sparsity
+        fig, ax = plt.subplots(figsize=(9, 5))
+        ax.bar([i - 0.2 for i in x], rows["zero_grad_pct"].astype(float), 0.4, label="projected_grad == 0")
+        ax.bar([i + 0.2 for i in x], rows["tiny_grad_pct"].astype(float), 0.4, label="|projected_grad| < threshold")
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
+        ax.set_ylabel("% of MeZO steps")
+        ax.set_ylim(0, 105)
+        ax.legend()
+        ax.set_title(_title(selection, "Gradient sparsity of MeZO's estimates (FT has none)"), fontsize=9)
+        written.append(_save(fig, folder / "sparsity.png"))
+
+        # 4. memory per phase
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for offset, (column, name) in zip((-0.27, 0, 0.27), (("mem_inference_excess_mib", "inference forward"),
+                                                              ("mem_mezo_excess_mib", "MeZO step"),
+                                                              ("mem_first_order_excess_mib", "first-order step"))):
+            ax.bar([i + offset for i in x], rows[column].astype(float), 0.27, label=name)
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
+        ax.set_ylabel("memory over the pre-phase baseline (MiB)")
+        ax.legend()
+        ax.set_title(_title(selection, "Memory per phase on the same batch"), fontsize=9)
+        written.append(_save(fig, folder / "memory.png"))
+
+        # 5. throughput by backend
+        fig, ax = plt.subplots(figsize=(9, 5))
+        colors = {backend: f"C{i}" for i, backend in enumerate(sorted(set(rows["backend"])))}
+        ax.bar(list(x), rows["tokens_per_s"].astype(float), color=[colors[b] for b in rows["backend"]])
+        for backend, color in colors.items():
+            ax.bar([], [], color=color, label=f"backend {backend}")
+        ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
+        ax.set_ylabel("training tokens/s (real tokens, no padding)")
+        ax.legend()
+        ax.set_title(_title(selection, "Training throughput per variant and backend"), fontsize=9)
+        written.append(_save(fig, folder / "throughput.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

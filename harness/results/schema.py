@@ -1,0 +1,3 @@
+"""The run record's schema."""
+
+SCHEMA_VERSION = 3

@@ -1,0 +1,78 @@
+"""Reading values out of run records and selecting among them: the grid a run belongs to, the
+runs that count, and the best-dev run per seed (the reference's rule)."""
+
+from __future__ import annotations
+
+import itertools
+
+
+def field_value(record: dict, path: tuple[str, ...]):
+    """record[path[0]][path[1]]..., or None where any part is missing (older schemas)."""
+    value = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def hardware_class(record: dict) -> str:
+    return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
+
+
+def completed(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("status") == "completed"]
+
+
+def selectable(records: list[dict]) -> list[dict]:
+    """Runs that are points of their grid: completed, or diverged (stopped at a non-finite loss)."""
+    return [r for r in records if r.get("status") in ("completed", "diverged")]
+
+
+def grid_point(record: dict) -> tuple:
+    """(seed, lr, batch size, eps, weight decay): the run's point in its profile's grid."""
+    hp = record["hyperparameters"]
+    return (record["seed"], hp["lr"], hp["batch_size"], hp.get("eps"), hp.get("weight_decay"))
+
+
+def grid_points(grid: dict) -> list[tuple]:
+    """Every point of a record's `protocol.grid`, in `grid_point`'s order."""
+    return list(itertools.product(grid["seeds"], grid["lr"], grid["batch_size"], grid["eps"], grid["weight_decay"]))
+
+
+def _shell_number(value: float) -> str:
+    """A number as the reference's run scripts spell it on the command line: 1e-4, 1e-3, 0.1, 0, 64."""
+    if value == 0 or abs(value) >= 0.01:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def reference_folder_name(record: dict) -> str:
+    """The part of the reference's output_dir that differs between the grid points of one seed:
+    `bs{BS}-lr{LR}-eps{EPS}-wd{WD}` (MeZO `medium_models/mezo.sh`, GR_TAG) or `bs{BS}-lr{LR}`
+    (`finetune.sh`); the rest of result/$TASK-$MODEL-...-$TAG$GRID_TAG/$K-$SEED is the same."""
+    hp = record["hyperparameters"]
+    name = f"bs{hp['batch_size']}-lr{_shell_number(hp['lr'])}"
+    if record["variant"]["optimizer"] == "mezo":
+        name += f"-eps{_shell_number(hp['eps'])}-wd{_shell_number(hp['weight_decay'])}"
+    return name
+
+
+def best_dev_per_seed(records: list[dict]) -> list[dict]:
+    """The reference's selection (MeZO `medium_models/tools/gather_result.py`): for each seed,
+    the grid point with the best dev accuracy, `max(sorted(runs, key=output_dir), key=dev)`.
+    Python's max keeps the first of equal values, so a tie goes to the run whose output folder
+    sorts first as a string (e.g. lr 1e-5 before 1e-6, batch 16 before 8). A grid point run more
+    than once counts with its latest run only (the reference keeps the last log line per folder),
+    so re-running never inflates the maximum. Diverged runs take part with the dev accuracy they
+    reached before diverging; one with no evaluation at all cannot be selected."""
+    latest: dict[tuple, dict] = {}
+    for record in sorted(selectable(records), key=lambda r: r["created_utc"]):
+        latest[grid_point(record)] = record
+    by_seed: dict[int, list[dict]] = {}
+    for record in latest.values():
+        if record["metrics"]["best_dev_accuracy"] is not None:
+            by_seed.setdefault(record["seed"], []).append(record)
+    return [max(sorted(by_seed[seed], key=reference_folder_name), key=lambda r: r["metrics"]["best_dev_accuracy"])
+            for seed in sorted(by_seed)]

@@ -1,0 +1,239 @@
+"""Integration: the smoke profile end to end through the CLI, and bad input through the CLI."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.protocol.loading import load_protocol
+
+PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "protocol.toml"
+# MeZO's own generated SST-2 k=16 seed-13 split files (issue 10), byte for byte
+SMOKE_SPLIT_SHA256 = {"train": "934595d497443cbea542f9b2762a0c69ca4c4059a627e350dc042293f47b3cc9",
+                      "dev": "976005c210e313cb41f8b86dc7c1d75dc652feaab9f86c17aa80305d7f74dd92"}
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:   # argparse rejects bad option values this way
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def records_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.json")) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def smoke_record(sst2_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    assert main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+                 "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    [path] = records_under(out)
+    return path, json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_smoke_run_lowers_the_training_loss(smoke_record):
+    _, record = smoke_record
+    metrics = record["metrics"]
+    assert record["status"] == "completed" and record["schema_version"] == 3
+    assert metrics["train_loss_start"] == pytest.approx(0.7066, abs=1e-3)   # ~ln 2 for a random head
+    assert metrics["train_loss_end"] < 0.35
+
+
+@pytest.mark.slow
+def test_smoke_losses_are_pinned(smoke_record):
+    """CPU fp32, torch 2.13: the trajectory is deterministic; these values catch any change
+    to data, prompt, initialisation, z generation or the update."""
+    curve = smoke_record[1]["loss_curve"]
+    assert curve["stride"] == 1 and len(curve["loss_plus"]) == 400
+    assert curve["loss_plus"][:3] == pytest.approx([0.7060897, 0.7050856, 0.7049613], rel=1e-5)
+    assert curve["loss_plus"][-1] == pytest.approx(0.2061080, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_record_describes_its_run(smoke_record):
+    path, record = smoke_record
+    protocol = load_protocol(PROTOCOL)
+    assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v3", "smoke")
+    assert path.stem == record["run_id"]
+    assert record["protocol"] == {"name": "sst2-mezo", "version": 3, "profile": "smoke",
+                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(PROTOCOL),
+                                  "grid": {"seeds": [13, 42], "lr": [1e-3], "batch_size": [64], "eps": [1e-3],
+                                           "weight_decay": [0.0]}}
+    assert record["z_stream"] == {"stream": "sequential", "chunk_elements": 1 << 20}
+    assert record["model"]["lm_decoder"]["tied"] is True       # the smoke profile keeps hf-mlm and sglang-mlm alike
+    assert record["variant"] == {"name": "hf-mlm", "backend": "hf", "head": "mlm", "loss": "ce",
+                                 "parameters": "full", "optimizer": "mezo"}
+    assert record["task"] == "sst2"
+    assert (record["k"], record["seed"]) == (16, 13)
+    assert record["hyperparameters"]["lr"] == 1e-3 and record["hyperparameters"]["eps"] == 1e-3
+    assert record["hyperparameters"]["steps"] == 400 and record["hyperparameters"]["batch_size"] == 64
+    assert record["liveness"] == {"groups": 23, "dead_groups": [], "dead_groups_perturbed": False}
+    assert record["model"]["updated_parameters"] == record["model"]["trainable_parameters"] == 370_560
+    assert {k: record["data"]["split_sha256"][k] for k in ("train", "dev")} == SMOKE_SPLIT_SHA256
+    assert record["data"]["split_sizes"] == {"train": 32, "dev": 32, "test": 872}
+    assert record["model"]["id"] == "random-init:tiny" and record["model"]["revision"] is None
+    assert record["tokenizer"]["id"] == "trained-bpe:4096" and len(record["tokenizer"]["sha256"]) == 64
+    metrics = record["metrics"]
+    assert [h["step"] for h in metrics["dev_history"]] == [100, 200, 300, 400]
+    assert metrics["best_dev_accuracy"] == max(h["dev_accuracy"] for h in metrics["dev_history"])
+    assert 0 <= metrics["zero_shot_test_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+    packages = record["environment"]["packages"]
+    assert packages["torch"] and packages["transformers"] and packages["python"]
+    assert "peft" in packages and "sglang" in packages
+    assert record["environment"]["device"]["hardware_class"] == "cpu"
+    assert set(record["git"]) == {"commit", "dirty", "root"}
+    throughput = record["throughput"]
+    assert throughput["forward_passes"] == 800                      # two per MeZO step
+    assert throughput["real_tokens"] % 800 == 0                     # full batch: the same 32 examples each pass
+    assert 0 < throughput["padding_fraction"] < 1
+    assert throughput["train_seconds"] == pytest.approx(throughput["forward_seconds"] + throughput["update_seconds"])
+    assert record["timing"]["wall_seconds"] > throughput["train_seconds"] > 0
+    sparsity = record["sparsity"]
+    assert sparsity["steps"] == 400 and sparsity["zero_fraction"] == 0.0 and sparsity["tiny_threshold"] == 1e-6
+    memory = record["memory"]
+    assert set(memory["phases"]) == {"inference", "mezo_step", "first_order_step"}
+    assert memory["ratios"]["mezo_over_inference"] == pytest.approx(
+        memory["phases"]["mezo_step"]["peak_bytes"] / memory["phases"]["inference"]["peak_bytes"])
+
+
+def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
+    code, out, _ = cli(capsys, "splits", "--task", "sst2", "--k", 16, "--seed", 13, "--data-dir", sst2_dir,
+                       "--out", tmp_path / "16-13")
+    assert code == 0
+    for split, digest in SMOKE_SPLIT_SHA256.items():
+        assert hashlib.sha256((tmp_path / "16-13" / f"{split}.tsv").read_bytes()).hexdigest() == digest
+        assert digest in out
+
+
+def test_protocol_command_checks_the_lock(capsys):
+    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--check")
+    assert code == 0 and "matches its lock" in out
+    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--profile", "smoke")
+    assert code == 0 and load_protocol(PROTOCOL).settings_hash("smoke", "hf-ft") in out
+
+
+@pytest.fixture
+def bpe2000_protocol(tmp_path):
+    """The smoke profile with a tokenizer too small for ' terrible' to be one token."""
+    path = tmp_path / "protocol.toml"
+    shutil.copy(PROTOCOL, path)
+    path.write_text(path.read_text().replace('tokenizer = "trained-bpe:4096"', 'tokenizer = "trained-bpe:2000"'))
+    load_protocol(path).write_lock()
+    return path
+
+
+def malformed_data_dir(tmp_path):
+    folder = tmp_path / "bad-sst2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\nno label\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown-variant", "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-mlm"),
+        ("k-zero", "argument --k: must be an integer >= 1, got 0"),
+        ("k-off-grid", "--k 32 is not in profile 'smoke' variant 'hf-mlm'; allowed: [16]"),
+        ("batch-off-grid", "--batch-size 3 is not in profile 'smoke' variant 'hf-mlm'; allowed: [64]"),
+        ("missing-data-dir", "data directory not found"),
+        ("malformed-tsv", "train.tsv line 3: expected 2 tab-separated fields"),
+        ("multi-token-label-word", "label word ' terrible' must be a single token"),
+        ("unknown-profile", "unknown profile 'fast'"),
+        ("eps-off-grid", "--eps 0.1 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.001]"),
+        ("weight-decay-off-grid", "--weight-decay 0.5 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.0]"),
+        ("eps-not-a-number", "argument --eps: invalid float value: 'big'"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
+    out = tmp_path / "results"
+    args = {"--protocol": PROTOCOL, "--profile": "smoke", "--data-dir": sst2_dir, "--out": out}
+    extra = []
+    if case == "unknown-variant":
+        extra = ["--variant", "hf-nope"]
+    elif case == "k-zero":
+        extra = ["--k", 0]
+    elif case == "k-off-grid":
+        extra = ["--k", 32]
+    elif case == "batch-off-grid":
+        extra = ["--batch-size", 3]
+    elif case == "missing-data-dir":
+        args["--data-dir"] = tmp_path / "no-such-dir"
+    elif case == "malformed-tsv":
+        args["--data-dir"] = malformed_data_dir(tmp_path)
+    elif case == "multi-token-label-word":
+        args["--protocol"] = bpe2000_protocol
+    elif case == "unknown-profile":
+        args["--profile"] = "fast"
+    elif case == "eps-off-grid":
+        extra = ["--eps", 0.1]
+    elif case == "weight-decay-off-grid":
+        extra = ["--weight-decay", 0.5]
+    elif case == "eps-not-a-number":
+        extra = ["--eps", "big"]
+    argv = ["run", "--no-progress", "--seed", 13, *[x for pair in args.items() for x in pair], *extra]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert err.count("error:") == 1
+    assert records_under(out) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_a_gpu(capsys, tmp_path):
+    code, _, err = cli(capsys, "run", "--protocol", PROTOCOL, "--device", "cuda", "--out", tmp_path / "r")
+    assert code == 2 and "--device cuda was given but torch sees no CUDA device" in err
+    assert records_under(tmp_path / "r") == []
+
+
+def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monkeypatch):
+    import harness.recipes.run
+
+    def crash(**kwargs):
+        raise RuntimeError("simulated out of memory")
+
+    monkeypatch.setattr(harness.recipes.run, "train_mezo", crash)
+    with pytest.raises(RuntimeError, match="simulated out of memory"):
+        main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+              "--out", str(tmp_path / "r"), "--no-progress"])
+    [path] = records_under(tmp_path / "r")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and "simulated out of memory" in record["error"]
+    assert "metrics" not in record
+    assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+@pytest.fixture
+def exploding_protocol(tmp_path):
+    """The smoke profile cut to 6 steps with an lr so large that the loss stops being finite."""
+    path = tmp_path / "protocol.toml"
+    shutil.copy(PROTOCOL, path)
+    text = path.read_text().replace("lr = [1e-3]\nsteps = 400\neval_every = 100\n", "lr = [1e30]\nsteps = 6\neval_every = 1\n", 1)
+    path.write_text(text)
+    load_protocol(path).write_lock()
+    return path
+
+
+def test_a_run_whose_loss_stops_being_finite_is_recorded_as_diverged(exploding_protocol, sst2_dir, tmp_path, capsys):
+    code, out, _ = cli(capsys, "run", "--protocol", exploding_protocol, "--profile", "smoke", "--seed", 13,
+                       "--data-dir", sst2_dir, "--out", tmp_path / "r", "--no-progress", "--no-memory")
+    assert code == 0 and "(diverged at step" in out
+    [path] = records_under(tmp_path / "r")
+    record = json.loads(path.read_text())              # valid JSON: no NaN written
+    assert record["status"] == "diverged" and 1 <= record["diverged_at"] < 6
+    steps = record["diverged_at"]
+    assert [h["step"] for h in record["metrics"]["dev_history"]] == list(range(1, steps))
+    assert record["loss_curve"]["loss_plus"][-1] is None or record["loss_curve"]["projected_grad"][-1] is None
+    assert record["sparsity"] is None or record["sparsity"]["steps"] == steps - 1
+    if steps > 1:   # the best-dev checkpoint before the divergence was tested
+        assert record["metrics"]["test_accuracy"] is not None

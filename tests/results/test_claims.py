@@ -1,0 +1,170 @@
+"""The claims ledger: verdicts computed from records, and a validated ledger file."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.results.claims import Claim, judge, load_claims, load_paper
+from harness.core.errors import HarnessError
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2"
+
+
+def claim(**overrides):
+    values = dict(id="c", source="s", statement="t", metric="test_accuracy", variant="hf-mlm", expected=90.5,
+                  tolerance=2.4, k=16, conditions={"protocol_version": 3, "model": "roberta-large", "hardware": "any",
+                                                   "min_seeds": 2})
+    return Claim(**{**values, **overrides})
+
+
+@pytest.fixture
+def pretrained(make_record):
+    """make_record for a roberta-large run of the paper profile."""
+    return lambda **kw: make_record(**{"model": "roberta-large", "profile": "paper", **kw})
+
+
+def test_committed_ledger_loads_and_covers_the_required_claims():
+    claims = {c.id: c for c in load_claims(BENCH / "claims.toml", load_paper(BENCH / "paper.toml"))}
+    assert claims["paper-mezo-k16"].expected == 90.5 and claims["paper-mezo-k512"].expected == 93.3
+    assert claims["paper-mezo-lora-k16"].expected == 91.4 and claims["paper-ft-k512"].expected == 93.9
+    assert claims["paper-accuracy-objective-k512"].expected == 92.7
+    assert claims["paper-no-prompt-k16"].expected == 51.9 and claims["paper-prompt-10k-k16"].expected == 89.6
+    assert claims["seed001-radix-hit-rate"].expected == 48.5 and claims["seed001-memory-saved"].expected == 41.7
+    assert claims["seed003-mlm-zero-gradients"].expected == 0.1
+    assert claims["seed004-mlm-nonzero-gradients"].expected == 100.0
+    assert claims["paper-zero-shot"].expected == 79.0 and claims["paper-zero-shot"].metric == "zero_shot_test_accuracy"
+    # the paper's MeZO (LoRA) numbers are judged on the variant that reproduces what the reference ran
+    assert {claims[f"paper-mezo-lora-k{k}"].variant for k in (16, 512)} == {"hf-mlm-lora-ref"}
+    assert {claims[f"paper-{name}-k16"].conditions["profile"] for name in ("no-prompt", "prompt-10k")} == {
+        "prompt-ablation"}
+    for c in claims.values():
+        assert c.conditions["protocol_version"] == 3, c.id          # every verdict names its protocol
+        if c.id.startswith("paper-"):
+            assert c.conditions["model"] == "roberta-large", c.id   # the paper's numbers need the paper's model
+
+
+def test_reproduced_and_refuted_from_best_dev_mean(pretrained):
+    grid = {"seeds": [13, 42], "lr": [1e-3, 1e-4], "batch_size": [64], "eps": [1e-3], "weight_decay": [0.0]}
+    records = [pretrained(seed=13, test=0.90, grid=grid), pretrained(seed=42, test=0.92, grid=grid),
+               pretrained(seed=13, lr=1e-4, dev=0.1, test=0.10, grid=grid),
+               pretrained(seed=42, lr=1e-4, dev=0.1, test=0.10, grid=grid)]          # not the best-dev points
+    reproduced = judge(claim(), records)
+    assert reproduced.verdict == "reproduced" and reproduced.measured == pytest.approx(91.0)
+    assert reproduced.scope == ""                                                  # pretrained: no qualifier
+    refuted = judge(claim(), [pretrained(seed=13, test=0.80), pretrained(seed=42, test=0.82)])
+    assert refuted.verdict == "refuted" and refuted.measured == pytest.approx(81.0)
+
+
+def test_not_measured_says_what_is_missing(pretrained, make_record):
+    tiny = [make_record(seed=13), make_record(seed=42)]
+    verdict = judge(claim(), tiny)
+    assert verdict.verdict == "not measured" and verdict.measured is None
+    assert "needs protocol v3, model roberta-large (pretrained)" in verdict.detail
+    assert "random-init:tiny / profile smoke / v3 / cpu" in verdict.detail
+    assert "no completed records of variant sglang-mlm" in judge(claim(variant="sglang-mlm"), tiny).detail
+    one_seed = {"seeds": [13], "lr": [1e-3], "batch_size": [64], "eps": [1e-3], "weight_decay": [0.0]}
+    assert "needs 2 seeds, the complete grids have 1" in judge(claim(), [pretrained(seed=13, grid=one_seed)]).detail
+    gpu_only = judge(claim(conditions={"protocol_version": 3, "model": "any", "hardware": "cuda"}), tiny)
+    assert "needs protocol v3, model any, hardware cuda" in gpu_only.detail
+    radix = judge(claim(metric="radix_prefix_hit_percent", conditions={"protocol_version": 3}), tiny)
+    assert radix.verdict == "not measured" and "no matching record has radix.prefix_hit_rate" in radix.detail
+
+
+def test_sparsity_claims_use_the_runs_that_measured_it(make_record):
+    records = [make_record(variant="hf-mlm-acc", seed=13, zero_fraction=0.99),
+               make_record(variant="hf-mlm-acc", seed=42, zero_fraction=0.97)]
+    accuracy = claim(metric="zero_gradient_percent", variant="hf-mlm-acc", expected=100.0, tolerance=5.0, k=None,
+                     conditions={"protocol_version": 3, "model": "any"})
+    verdict = judge(accuracy, records)
+    assert verdict.outcome == "reproduced" and verdict.measured == pytest.approx(98.0)
+    # reached on a random-init model, and the verdict itself says so
+    assert verdict.verdict == "reproduced on a random-init model (random-init:tiny), not a pretrained checkpoint"
+    nonzero = claim(metric="nonzero_gradient_percent", variant="hf-mlm-acc", expected=100.0, tolerance=0.0, k=None,
+                    conditions={"protocol_version": 3})
+    assert judge(nonzero, records).outcome == "refuted"
+
+
+def test_only_records_of_the_named_protocol_version_count(pretrained):
+    old = [pretrained(seed=seed, test=0.91, version=2) for seed in (13, 42)]
+    verdict = judge(claim(), old)
+    assert verdict.outcome == "not measured" and "needs protocol v3" in verdict.detail
+    assert "profile paper / v2 /" in verdict.detail
+    by_hash = claim(conditions={"protocol_hash": "h" * 64, "model": "roberta-large"})
+    assert judge(by_hash, old).outcome == "reproduced"
+    assert judge(claim(conditions={"protocol_hash": "x" * 64, "model": "any"}), old).outcome == "not measured"
+
+
+def test_incomplete_grids_are_not_measured_and_say_what_is_missing(pretrained):
+    grid = {"seeds": [13, 42], "lr": [1e-5, 1e-6], "batch_size": [16, 64], "eps": [1e-3], "weight_decay": [0.0, 0.1]}
+    full = [pretrained(seed=seed, lr=lr, batch_size=batch, weight_decay=wd, test=0.9, grid=grid)
+            for seed in (13, 42) for lr in (1e-5, 1e-6) for batch in (16, 64) for wd in (0.0, 0.1)]
+    assert judge(claim(), full).outcome == "reproduced"
+    missing_one = full[:-1]
+    verdict = judge(claim(), missing_one)
+    assert verdict.outcome == "not measured"
+    assert "1 of 16 grid points have no completed or diverged run (e.g. seed 42 lr 1e-06 batch 64 eps 0.001 wd 0.1)" in (
+        verdict.detail)
+    failed = missing_one + [pretrained(seed=42, lr=1e-6, batch_size=64, weight_decay=0.1, grid=grid, status="failed")]
+    assert judge(claim(), failed).outcome == "not measured"              # a failed run is no grid point
+    diverged = dict(pretrained(seed=42, lr=1e-6, batch_size=64, weight_decay=0.1, grid=grid, dev=0.2, test=0.5),
+                    status="diverged", diverged_at=7)
+    assert judge(claim(), missing_one + [diverged]).outcome == "reproduced"   # diverged counts, is not the best
+    schema_2 = [dict(r, protocol={**r["protocol"], "grid": None}) for r in full]
+    assert "do not say their grid" in judge(claim(), schema_2).detail
+
+
+def test_a_selection_claim_needs_one_grid(pretrained):
+    records = [pretrained(seed=seed, test=0.9) for seed in (13, 42)]
+    records += [pretrained(seed=seed, test=0.9, protocol_hash="q" * 64, profile="quick") for seed in (13, 42)]
+    verdict = judge(claim(), records)
+    assert verdict.outcome == "not measured" and "complete grids of several protocol hashes match" in verdict.detail
+    profiled = claim(conditions={"protocol_version": 3, "model": "roberta-large", "profile": "paper"})
+    assert judge(profiled, records).outcome == "reproduced"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="nope"\nvariant="v"\nexpected=1\ntolerance=1\n',
+         "field 'metric' must be one of"),
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\npaper="mezo-k16"\ntolerance=1\n',
+         "give exactly one of 'expected' or 'paper'"),
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\npaper="mezo-k9"\ntolerance=1\n',
+         "field 'paper' names no result in the paper file: 'mezo-k9'"),
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=-1\n',
+         "field 'tolerance' must be a number >= 0"),
+        ('[[claim]]\nid="a"\nsource="s"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\n',
+         "claim 'a': missing key 'statement'"),
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={gpu="h100"}\n',
+         r"conditions: unknown key .gpu."),
+        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={model="any"}\n',
+         "conditions need exactly one of 'protocol_version' or 'protocol_hash'"),
+    ],
+)
+def test_bad_ledger_entries_name_the_claim_and_field(tmp_path, text, message):
+    path = tmp_path / "claims.toml"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message):
+        load_claims(path, load_paper(BENCH / "paper.toml"))
+
+
+def test_claims_and_report_commands(make_record, tmp_path, capsys):
+    from harness.cli import main
+    from harness.results.store import write_record
+
+    for seed in (13, 42):
+        write_record(make_record(variant="hf-mlm-acc", seed=seed, zero_fraction=0.99),
+                     tmp_path / "results" / "sst2" / "sst2-mezo-v3" / "smoke" / f"{seed}.json")
+    assert main(["claims", "--results", str(tmp_path / "results"), "--claims", str(BENCH / "claims.toml"),
+                 "--paper", str(BENCH / "paper.toml"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "seed003-accuracy-zero-gradients    reproduced on a random-init model (random-init:tiny)" in out
+    assert "paper-mezo-k16                     not measured" in out
+    assert "| seed003-accuracy-zero-gradients:" in (tmp_path / "out" / "claims.md").read_text()
+    assert main(["report", "--results", str(tmp_path / "results"), "--paper", str(BENCH / "paper.toml"),
+                 "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "summary.csv").is_file()
+    assert main(["report", "--results", str(tmp_path / "empty-nowhere")]) == 2
+    assert "results not found" in capsys.readouterr().err
+    assert main(["claims", "--claims", str(tmp_path / "missing.toml"), "--paper", str(BENCH / "paper.toml")]) == 2
+    assert "file not found" in capsys.readouterr().err
