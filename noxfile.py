@@ -117,7 +117,8 @@ def gate(session: nox.Session) -> None:
     """Run the smoke profile on CPU and gate it against the committed baseline.
 
     `nox -s gate -- --record-baseline` instead runs it into results/baselines (a new
-    baseline: the gate uses the latest record of each run, so nothing is rewritten).
+    baseline: the gate uses the latest record of each run, so nothing is rewritten). After an
+    intended change of results (a new protocol version, say), record it on a clean tree and commit it.
     """
     _install(session, "dev,peft")
     bench = ["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", "smoke",

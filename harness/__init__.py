@@ -1,6 +1,6 @@
 """mezo-bench: a reproducibility benchmark suite for zeroth-order (MeZO) fine-tuning."""
 
-from harness.core.cpu_compat import declare_torchvision_ops_on_cpu
+from harness.backends.cpu_compat import declare_torchvision_ops_on_cpu
 
 __version__ = "0.1.0"
 

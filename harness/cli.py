@@ -219,28 +219,17 @@ def _cmd_perf_store(args) -> None:
 
 
 def _cmd_claims(args) -> None:
-    from harness.results.claims import judge_all, load_claims, load_paper
+    from harness.results.claims import judge_all, load_claims, load_paper, summary_line, write_claims
     from harness.results.store import read_records
 
     verdicts = judge_all(load_claims(args.claims, load_paper(args.paper)), read_records(args.results))
-    lines = ["| claim | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
-             "|---|---|---|---|---|---|"]
-    for v in verdicts:
-        measured = "-" if v.measured is None else f"{v.measured:.4g}"
-        lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.source} | {v.verdict} | {measured} | "
-                     f"{v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
-    for v in verdicts:
-        measured = "-" if v.measured is None else f"{v.measured:.4g}"
-        print(f"{v.claim.id:<34} {v.verdict:<13} measured {measured:>8}  expected {v.claim.expected:g} ± "
-              f"{v.claim.tolerance:g}  ({v.detail})")
+    for verdict in verdicts:
+        print(summary_line(verdict))
     counts = {kind: sum(v.outcome == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
     print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "claims.md").write_text("# Claims ledger\n\nVerdicts computed by `mezo-bench claims` from the "
-                                            "run records; see benchmarks/sst2/claims.toml.\n\n" + "\n".join(lines) + "\n")
-        (args.out / "claims.json").write_text(json.dumps([v.as_dict() for v in verdicts], indent=1) + "\n")
-        print(f"wrote {args.out / 'claims.md'} and {args.out / 'claims.json'}")
+        markdown, data = write_claims(verdicts, args.out)
+        print(f"wrote {markdown} and {data}")
 
 
 def _cmd_gate(args) -> int:

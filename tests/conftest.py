@@ -79,41 +79,67 @@ def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.
                 hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
                 loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=3,
                 eps=1e-3, weight_decay=0.0, grid=None):
-    """A minimal schema-3 run record for tests of readers (report, claims, gate). grid: the
-    profile's grid (default: this run's point alone, with seeds 13 and 42)."""
+    """A current-schema run record (harness.results.schema, every required field) for tests of
+    readers (report, claims, gate): a FinishedRecord, or a FailedRecord for status "failed".
+    grid: the profile's grid (default: this run's point alone, with seeds 13 and 42)."""
+    from harness.results import schema
+
     grid = grid or {"seeds": [13, 42], "lr": [lr], "batch_size": [batch_size], "eps": [eps],
                     "weight_decay": [weight_decay]}
-    record = {
-        "schema_version": 3, "run_id": f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", "status": status,
-        "created_utc": created,
-        "protocol": {"name": "sst2-mezo", "version": version, "profile": profile, "hash": protocol_hash, "path": "p",
-                     "grid": grid},
-        "variant": {"name": variant, "backend": "hf", "head": "mlm", "loss": "ce", "parameters": "full",
-                    "optimizer": "adamw" if variant == "hf-ft" else "mezo"},
-        "task": "sst2", "k": k, "seed": seed,
-        "hyperparameters": {"lr": lr, "batch_size": batch_size, "steps": steps, "eps": eps,
-                            "weight_decay": weight_decay},
-        "model": {"id": model},
-        "environment": {"device": {"type": hardware.split(":")[0], "hardware_class": hardware}},
-    }
-    if status != "completed":
-        return {**record, "error": "RuntimeError: boom"}
-    inference, mezo, first_order = memory_peak
-    record.update(
-        metrics={"zero_shot_dev_accuracy": zero_shot, "zero_shot_test_accuracy": zero_shot, "best_dev_accuracy": dev,
-                 "best_step": steps, "test_accuracy": test, "final_dev_accuracy": dev,
-                 "dev_history": [{"step": steps // 2, "dev_accuracy": dev}, {"step": steps, "dev_accuracy": dev}]},
-        sparsity={"zero_fraction": zero_fraction, "tiny_fraction": zero_fraction, "mean_abs": 1.0},
-        memory={"phases": {"inference": {"peak_bytes": inference, "excess_bytes": inference - 90},
-                           "mezo_step": {"peak_bytes": mezo, "excess_bytes": mezo - 90},
-                           "first_order_step": {"peak_bytes": first_order, "excess_bytes": first_order - 90}},
-                "ratios": {"mezo_over_inference": mezo / inference, "first_order_over_mezo": first_order / mezo,
-                           "excess_mezo_over_inference": (mezo - 90) / (inference - 90)}},
-        throughput={"steps_per_second": steps_per_second, "tokens_per_second": 1000.0, "padding_fraction": 0.5},
-        loss_curve={"stride": 1, "steps": list(range(1, len(loss_plus) + 1)), "loss_plus": list(loss_plus)},
-        timing={"wall_seconds": 10.0},
+    mezo = variant != "hf-ft"
+    header = schema.RecordHeader(
+        schema_version=schema.SCHEMA_VERSION, run_id=f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", status=status,
+        created_utc=created,
+        protocol=schema.Protocol(name="sst2-mezo", version=version, profile=profile, hash=protocol_hash, path="p",
+                                 grid=schema.Grid(**grid)),
+        variant=schema.Variant(name=variant, backend="hf", head="mlm", loss="ce", parameters="full",
+                               optimizer="mezo" if mezo else "adamw"),
+        task="sst2", k=k, seed=seed,
+        hyperparameters=schema.Hyperparameters(
+            model=model, tokenizer="trained-bpe:4096", steps=steps, eval_every=steps // 2, eval_batch_size=64,
+            max_length=128, dtype="float32", init_seed=0, template=list(PROMPT_TEMPLATE),
+            label_words=list(LABEL_WORDS), lr=lr, batch_size=batch_size, eps=eps, weight_decay=weight_decay),
+        data=schema.Data(source="glue-dir:SST-2", source_sha256={"train": "a" * 64, "test": "b" * 64},
+                         split_sha256={"train": "c" * 64, "dev": "d" * 64, "test": "b" * 64},
+                         split_sizes={"train": 2 * k, "dev": 2 * k, "test": 872}),
+        model=schema.Model(id=model, revision=None, num_parameters=1000, dtype="float32", head="label words",
+                           trainable_parameters=1000, updated_parameters=1000),
+        tokenizer=schema.Tokenizer(id="trained-bpe:4096", sha256="e" * 64, vocab_size=4096),
+        liveness=schema.Liveness(groups=10, dead_groups=[], dead_groups_perturbed=False),
+        environment=schema.Environment(
+            packages={"python": "3.11.7", "torch": "2.13.0+cpu"},
+            device=schema.Device(type=hardware.split(":")[0], platform="Linux", cpu="test CPU", cpu_count=2,
+                                 torch_threads=2, name=hardware.split(":")[-1], hardware_class=hardware)),
+        git=schema.Git(commit="f" * 40, dirty=False, root="/repo"),
     )
-    return record
+    if status == "failed":
+        return schema.FailedRecord(**header, error="RuntimeError: boom", wall_seconds=1.0)
+    inference, mezo_step, first_order = memory_peak
+    return schema.FinishedRecord(
+        **header,
+        metrics=schema.Metrics(
+            zero_shot_dev_accuracy=zero_shot, zero_shot_test_accuracy=zero_shot, best_dev_accuracy=dev,
+            best_step=steps, test_accuracy=test, final_dev_accuracy=dev, train_loss_start=0.7, train_loss_end=0.6,
+            dev_history=[schema.DevPoint(step=steps // 2, dev_accuracy=dev),
+                         schema.DevPoint(step=steps, dev_accuracy=dev)]),
+        sparsity=(schema.Sparsity(steps=steps, zero_fraction=zero_fraction, tiny_threshold=1e-6,
+                                  tiny_fraction=zero_fraction, mean_abs=1.0, abs_quantiles={"p50": 1.0})
+                  if mezo else None),
+        throughput=schema.Throughput(steps_per_second=steps_per_second, train_seconds=steps / steps_per_second,
+                                     eval_seconds=0.1, tokens_per_second=1000.0, padding_fraction=0.5),
+        z_stream=schema.ZStream(stream="sequential", chunk_elements=1 << 20) if mezo else None,
+        memory=schema.Memory(
+            method="test",
+            phases={name: schema.MemoryPhase(peak_bytes=peak, excess_bytes=peak - 90, baseline_bytes=90)
+                    for name, peak in (("inference", inference), ("mezo_step", mezo_step),
+                                       ("first_order_step", first_order))},
+            ratios=schema.MemoryRatios(mezo_over_inference=mezo_step / inference,
+                                       first_order_over_mezo=first_order / mezo_step,
+                                       excess_mezo_over_inference=(mezo_step - 90) / (inference - 90),
+                                       excess_first_order_over_mezo=(first_order - 90) / (mezo_step - 90))),
+        loss_curve=schema.LossCurve(stride=1, steps=list(range(1, len(loss_plus) + 1)), loss_plus=list(loss_plus)),
+        timing=schema.Timing(wall_seconds=10.0),
+    )
 
 
 @pytest.fixture(scope="session")

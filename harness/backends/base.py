@@ -9,7 +9,7 @@ parameter on every backend). Backends are registered by name in harness.backends
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
@@ -33,6 +33,7 @@ class LabelHead(Protocol):
     def __call__(self, batch: Batch) -> torch.Tensor: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str
     ragged_batches: bool                # forwards run the real tokens only: throughput counts no padding

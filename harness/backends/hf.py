@@ -2,7 +2,20 @@
 stand-ins, the variants' heads and trainable parameter sets (full, LoRA via peft, LM head).
 
 Offline stand-in: `random-init:<tiny|roberta-base|roberta-large>` builds the architecture
-with seeded random weights.
+with random weights seeded by the protocol's `init_seed` (the same stand-in checkpoint for
+every run seed). Anything else is a hub id or a local path (`RobertaForMaskedLM.from_pretrained`).
+New weights -- a classification head, LoRA's A -- are drawn from the run seed, as the reference
+seeds everything with the run seed before it builds the model. The classification head sits on
+the masked LM's encoder weights. LoRA adapters are injected with peft and never merged.
+
+`lm_decoder = "untied"` gives the LM head its own decoder weight, as the reference's model has,
+so MeZO perturbs and updates it with its own z; `"tied"` is Hugging Face's default (one
+parameter, one z). The record's `model.lm_decoder` says which, and what an untied decoder was
+initialised from (`load_model`). The reference also holds a pooler and a `classifier` that never
+reach the prompt loss; MeZO perturbs and updates them there (the pooler is frozen in its LoRA
+runs). They are not built here: they cannot change any loss or prediction, so leaving them out
+changes only which numbers of the z stream the other parameters receive (z stays i.i.d.
+N(0, 1) per parameter, so the estimator's distribution is the same).
 
 The masked-LM head is computed without waste: only the hidden state at <mask> goes through
 the LM head (dense -> GELU -> LayerNorm), and only the label words' rows of the decoder are
@@ -21,10 +34,16 @@ import torch.nn.functional as F
 
 from harness.backends.base import LoadedModel
 from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX
+from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
 from harness.tasks.batching import Batch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a dtype name (harness.core.dtypes.DTYPE_NAMES)."""
+    if name not in DTYPE_NAMES:
+        raise HarnessError(f"unknown dtype {name!r}; known: {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 def _weights_sha256(directory: Path) -> str | None:
@@ -97,7 +116,7 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
     if len(tokenizer) > model.config.vocab_size:
         raise HarnessError(f"tokenizer has {len(tokenizer)} tokens but model {spec!r} only "
                            f"{model.config.vocab_size} embeddings")
-    model.to(device=device, dtype=DTYPES[dtype])
+    model.to(device=device, dtype=torch_dtype(dtype))
     model.eval()   # MeZO's forward passes run without dropout
     info["lm_decoder"] = ({"tied": False, "initialised_from": decoder_source} if lm_decoder == "untied"
                           else {"tied": True, "initialised_from": "word embeddings (the same parameter)"})

@@ -1,5 +1,8 @@
-"""Tokenizers: hub ids and local paths, or `trained-bpe:<vocab size>`, a byte-level BPE trained
-on the task's training sentences (deterministic: same text and size, same tokenizer)."""
+"""Tokenizers: hub ids and local paths (`AutoTokenizer.from_pretrained`), or
+`trained-bpe:<vocab size>`, an offline stand-in for RoBERTa's tokenizer: a byte-level BPE
+trained on the task's training sentences, with RoBERTa's special tokens `<s> <pad> </s> <unk>`
+(ids 0..3) and `<mask>` (deterministic: same text and size, same tokenizer). The record's
+`tokenizer` holds its id, the sha256 of its serialised form and its vocabulary size."""
 
 from __future__ import annotations
 

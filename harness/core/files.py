@@ -1,9 +1,11 @@
-"""Reading the project's TOML data files (protocol, paper, claims, gate) with errors that
-name the file and the offending key."""
+"""Files: reading the project's TOML data files (protocol, paper, claims, gate) with errors
+that name the file and the offending key, and writing any file atomically."""
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -28,3 +30,28 @@ def check_keys(table: dict, allowed, where: str) -> None:
     for key in table:
         if key not in allowed:
             raise HarnessError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False) -> Path:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one, never a
+    part: into a uniquely named temporary file beside it (`.<name>.<random>.tmp`), then
+    renamed over `path` (os.replace). exclusive: the name must not exist yet -- the temporary
+    file is hard-linked to it (os.link), which raises FileExistsError if the name is taken, so
+    an existing file is never replaced (append-only stores). The temporary file is removed
+    whatever happens; the folder must exist. Returns `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, exclusive: bool = False) -> Path:
+    """atomic_write_bytes of `text` encoded as UTF-8 (newlines written as given)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)

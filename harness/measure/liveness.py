@@ -5,7 +5,13 @@ together, because with B = 0 at initialisation neither moves the output alone). 
 is perturbed alone by eps * z, MeZO's own perturbation, and the head's logits are compared
 bit for bit with the unperturbed ones. Logits, not the loss: a piecewise-constant loss
 (accuracy) would call every group dead. A group whose logits never change is dead: an
-unused pooler, or LoRA adapters merged into the base weights and so bypassed.
+unused pooler, or LoRA adapters merged into the base weights and so bypassed (the hazard of
+the reference's LoRA path with loralib >= 0.1.2).
+
+The check runs before training. Dead groups go into the record (`liveness`) and are not
+perturbed, unless the protocol sets `perturb_dead_parameters = true` (the reference code's
+behaviour: perturb everything); a variant with no live group fails with the list of its dead
+groups.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ AdamW with its state), measured on the same model and batch within one run.
 
 CUDA: in-process, torch.cuda's peak allocated and reserved bytes, the peak reset before each
 phase; the trained parameters are restored afterwards, so measuring never changes a run.
-CPU (models that can be pickled): each phase runs in a fresh child process (`python -m harness.measure.memory`) that loads the
-same pickled model and batch, so no phase inherits another's allocator caches. The child
+CPU (models that can be pickled): each phase runs in a fresh child process
+(`python -m harness.measure.memory`) that loads the same pickled model and batch, so no phase inherits another's allocator caches. The child
 runs one warm-up forward (one-time runtime buffers are not the phase's cost), then resets
 the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs resets VmHWM); peak =
 VmHWM after the phase, excess = peak - RSS just before it. glibc's mmap threshold is fixed
@@ -12,6 +12,11 @@ at 64 KiB in the child so freed tensors leave RSS instead of staying in malloc's
 Peaks include the weights and the runtime; excess is what the phase itself added.
 CPU, in process (the SGLang backend: its ModelRunner is one per process and cannot be
 pickled): the same warm-up and peak-RSS reset, phases one after another in this process.
+
+A run measures after training, on its trained parameter set and one training batch; which
+phases depends on the backend (harness.backends.base.Backend.memory_phases). On CPU the peaks
+include about 400 MB of PyTorch runtime. A measurement that fails is recorded as
+{"error": ...}, never estimated.
 """
 
 from __future__ import annotations
@@ -73,8 +78,8 @@ def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch
         with torch.no_grad():
             return objective.loss(batch)
     if phase == "mezo_step":
-        engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
-        return engine.step(lambda: float(objective.loss(batch)), seed=0)
+        with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
+            return engine.step(lambda: float(objective.loss(batch)), seed=0)
     if phase == "reference_mezo_step":
         from harness.zo.reference_step import reference_style_step
 

@@ -173,15 +173,16 @@ def prefix_cache_on_vs_off(model: SGLangMaskedLM, batches: list[Batch], engine: 
 def measure_radix(model: SGLangMaskedLM, step_batches: list[Batch], train_sequences: list[list[int]], *,
                   eps: float, seed: int) -> dict:
     """(a), (b) and (c) over the given steps' batches; the model's weights are left unchanged."""
-    engine = MeZO(list(model.named_parameters()), lr=0.0, eps=eps, weight_decay=0.0)
     seeds = [seed + index for index in range(len(step_batches))]
     ragged = [ragged_sequences(batch) for batch in step_batches]
     start = cpu_state_copy(model)
+    engine = MeZO(list(model.named_parameters()), lr=0.0, eps=eps, weight_decay=0.0)
     try:
         simulated = simulated_hits(ragged, train_sequences)
         reuse = valid_reuse(model, ragged, engine, seeds)
         cache = prefix_cache_on_vs_off(model, step_batches, engine, seeds)
     finally:
+        engine.close()
         model.load_state_dict(start)   # +eps/-eps round trips are exact only up to rounding
     radix = {"prefix_hit_rate": simulated["prefix_hit_rate"], "token_reuse_rate": reuse["token_reuse_rate"],
              "simulated": simulated, "valid_reuse": reuse, "prefix_cache": cache}

@@ -1,5 +1,10 @@
 """Throughput counters of a training run: forward passes, real and padded tokens, and time
-split into forward, update and evaluation; on a GPU the clock synchronises before reading."""
+split into forward, update and evaluation; on a GPU the clock synchronises before reading.
+
+The record's `throughput`: steps/s, forward passes/s, tokens/s counting real (non-padding)
+tokens only, the padding fraction (0 on a ragged backend such as SGLang), and seconds of
+forward, update (MeZO: the perturbation passes and the fused restore/update; first-order:
+backward and optimizer), evaluation and training (forward + update)."""
 
 from __future__ import annotations
 

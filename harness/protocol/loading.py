@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import HarnessError
-from harness.core.files import check_keys, read_toml
+from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.protocol.settings import DEVICE_KINDS, RunSettings, invalid, is_int, is_number
 from harness.protocol.variants import VARIANTS, Variant
 from harness.tasks.spec import TASKS
@@ -29,6 +29,9 @@ TOP_LEVEL_KEYS = ("name", "version", "task", "description", "auto_profile", "def
 
 @dataclass(frozen=True)
 class Protocol:
+    """A loaded protocol file: its profiles, the variants each runs, and the resolved settings
+    of every (profile, variant) pair."""
+
     path: Path
     name: str
     version: int
@@ -117,14 +120,8 @@ class Protocol:
                 f"{self.path}: version {self.version} is already locked with other hashes; "
                 f"bump `version` instead of relocking it")
         lock[str(self.version)] = current
-        _write_text_atomic(self.lock_path, json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.lock_path, json.dumps(lock, indent=2, sort_keys=True) + "\n")
         return current
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _normalise(key: str, value, ks):

@@ -1,5 +1,15 @@
 """The settings of one (profile, variant) pair of a protocol, validated on construction, and
-the grid points they span."""
+the grid points they span.
+
+Grids: `k`, `seeds` and `lr` are lists; `batch_size` is one size, a list, or a table per k
+such as `{ 16 = [2, 4, 8], 512 = [8, 16, 32] }`; `eps` and `weight_decay` are a number or a
+list. A run is one GridPoint; `mezo-bench bench` runs them all, and every record carries its
+profile's grid for its k (`protocol.grid`), so a reader can tell a complete grid. Unknown keys
+and bad values fail with a message naming the key and the allowed values.
+
+Special model and tokenizer values for offline work: `random-init:<tiny|roberta-base|
+roberta-large>` (harness.backends.model_specs) and `trained-bpe:<vocab size>`
+(harness.backends.tokenizers); anything else is a hub id or a local path."""
 
 from __future__ import annotations
 
@@ -9,12 +19,12 @@ import math
 from dataclasses import dataclass
 
 from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT
+from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
 from harness.backends.registry import backend_entry
 from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX, TRAINED_BPE_PREFIX
 from harness.protocol.variants import Variant
 
-DTYPES = ("float32", "bfloat16", "float16")
 DEVICE_KINDS = ("cpu", "cuda")
 
 
@@ -52,26 +62,26 @@ class RunSettings:
     """Everything that defines the runs of one variant in one profile. Validated on
     construction; k, seeds, lr, batch_size (per k), eps and weight_decay are grids."""
 
-    model: str
-    tokenizer: str
-    k: tuple[int, ...]
-    seeds: tuple[int, ...]
-    lr: tuple[float, ...]
-    batch_size: dict[int, tuple[int, ...]]
+    model: str                   # hub id, local path or random-init:<config>
+    tokenizer: str               # hub id, local path or trained-bpe:<vocab size>
+    k: tuple[int, ...]           # grid: examples per label
+    seeds: tuple[int, ...]       # grid: data split and run seeds
+    lr: tuple[float, ...]        # grid: learning rates
+    batch_size: dict[int, tuple[int, ...]]   # grid: batch sizes per k
     steps: int
-    eval_every: int
+    eval_every: int              # dev evaluation every this many steps (and at the last)
     eval_batch_size: int
-    eps: tuple[float, ...]
-    weight_decay: tuple[float, ...]
-    lr_schedule: str
-    dropout: bool
-    max_length: int
-    dtype: str
-    init_seed: int
-    template: tuple[str, ...]
-    label_words: tuple[str, ...]
-    sparsity_threshold: float
-    perturb_dead_parameters: bool
+    eps: tuple[float, ...]       # grid: MeZO's perturbation scale
+    weight_decay: tuple[float, ...]   # grid
+    lr_schedule: str             # "constant" or "linear" (decay to 0, no warm-up)
+    dropout: bool                # first-order training steps only; MeZO's passes run in eval mode
+    max_length: int              # tokens, template included; the sentence is truncated
+    dtype: str                   # harness.core.dtypes.DTYPE_NAMES
+    init_seed: int               # weights of a random-init model (the same stand-in for every seed)
+    template: tuple[str, ...]    # prompt parts (harness.tasks.prompt)
+    label_words: tuple[str, ...]   # one single-token word per label, in label order
+    sparsity_threshold: float    # |projected_grad| below this counts as tiny
+    perturb_dead_parameters: bool   # also perturb parameter groups that cannot change the loss
     lm_decoder: str              # "untied": the LM head's own decoder (the reference); "tied": the word embeddings
     max_grad_norm: float | None = None   # first-order only: gradient clipping before each step (HF Trainer: 1.0)
     lora_r: int | None = None
@@ -125,8 +135,8 @@ class RunSettings:
                 invalid(name, "must be true or false", getattr(self, name))
         if not is_int(self.max_length) or not 8 <= self.max_length <= 4096:
             invalid("max_length", "must be an integer in [8, 4096]", self.max_length)
-        if self.dtype not in DTYPES:
-            invalid("dtype", f"must be one of {list(DTYPES)}", self.dtype)
+        if self.dtype not in DTYPE_NAMES:
+            invalid("dtype", f"must be one of {list(DTYPE_NAMES)}", self.dtype)
         if not is_int(self.init_seed) or self.init_seed < 0:
             invalid("init_seed", "must be an integer >= 0", self.init_seed)
         if not isinstance(self.template, tuple) or not all(isinstance(p, str) and p for p in self.template):

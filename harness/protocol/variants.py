@@ -1,15 +1,38 @@
 """The variant registry: a variant names a backend, a head, a loss, a trainable parameter
 set and an optimizer. Its protocol values (grid, defaults) live in the protocol file's
-[variants.<name>] tables. Adding a variant is one entry here."""
+[variants.<name>] tables. Adding a variant is one table in variants.toml, beside this file.
+
+MeZO (LoRA) three ways. The reference (MeZO `medium_models`) builds
+`loralib.Linear(hidden, hidden, r, lora_alpha)` for query and value
+(`src/modeling_roberta.py`), freezes only the `roberta.*` parameters without "lora" in their
+name (`run.py`), so the whole LM head (dense, LayerNorm, its untied decoder, bias) and an
+unused `classifier` stay trainable too, and runs every zeroth-order forward after
+`model.eval()` (`src/trainer.py`, `zo_forward`). What that trains depends on the loralib
+installed, which the reference does not pin (tests/backends/test_reference_lora.py shows it by
+execution with both releases):
+- loralib 0.1.1 (PyPI, 2021-09-17; the release on PyPI when the paper was written) merges only
+  in its `Linear.eval()` override, which `model.eval()` never calls (it calls `train(False)` on
+  each child): the adapters stay live and MeZO trains adapters and LM head: `hf-mlm-lora-ref`.
+- loralib 0.1.2 (PyPI, 2023-08-27; GitHub main since 2022-10-16) merges B.A into W in
+  `train(False)` and sets `merged`; the adapters never reach the loss again (their projected
+  gradient is exactly 0), so MeZO trains the LM head alone: `hf-mlm-lora-ref-merged`.
+Which produced the paper's Table 18 is not recorded, so both run in the `paper` profile. Both
+use weight decay 0: the paper lists 0.1, but the zeroth-order update of the code that produced
+it ignored weight decay (fixed 2023-12-27). `hf-mlm-lora` is the method as the paper
+describes it (adapters only, peft, weight decay 0.1); it has no published number of its own.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from harness.backends.registry import BACKENDS, backend_entry
 from harness.core.errors import HarnessError
+from harness.core.files import check_keys, read_toml
 
 Head = Literal["mlm", "cls"]
 Loss = Literal["ce", "neg-accuracy"]
@@ -50,43 +73,18 @@ class Variant:
         return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in [
-        Variant(name="hf-mlm", backend="hf", head="mlm", loss="ce", parameters="full", optimizer="mezo",
-                description="full-parameter MeZO, prompt + label words (the paper's MeZO)",
-                label="MeZO"),
-        Variant(name="hf-mlm-lora", backend="hf", head="mlm", loss="ce", parameters="lora", optimizer="mezo",
-                description="MeZO on LoRA adapters (query, value) via peft", requires=("peft",),
-                label="MeZO (LoRA), adapters only (as described)"),
-        Variant(name="hf-mlm-lora-ref", backend="hf", head="mlm", loss="ce", parameters="lora+lm-head",
-                optimizer="mezo",
-                description="MeZO (LoRA) as the reference ran it with loralib 0.1.1 (PyPI's release when the paper "
-                "was made): live adapters plus the LM head its freezing rule leaves trainable, no weight decay",
-                requires=("peft",),
-                label="MeZO (LoRA) as the reference ran it, loralib 0.1.1: adapters + LM head"),
-        Variant(name="hf-mlm-lora-ref-merged", backend="hf", head="mlm", loss="ce", parameters="lm-head",
-                optimizer="mezo",
-                description="MeZO (LoRA) as the reference runs with loralib >= 0.1.2: adapters merged in eval mode "
-                "never reach the loss, so MeZO trains only the LM head (dense, LayerNorm, untied decoder, bias)",
-                label="MeZO (LoRA) as the reference runs with loralib >= 0.1.2: LM head only"),
-        Variant(name="hf-cls", backend="hf", head="cls", loss="ce", parameters="full", optimizer="mezo",
-                description="MeZO with a randomly initialised classification head, no prompt",
-                label="MeZO, no prompt (classification head)"),
-        Variant(name="hf-mlm-acc", backend="hf", head="mlm", loss="neg-accuracy", parameters="full", optimizer="mezo",
-                description="MeZO on -(batch accuracy) of the prompt objective",
-                label="MeZO on accuracy"),
-        Variant(name="hf-cls-acc", backend="hf", head="cls", loss="neg-accuracy", parameters="full", optimizer="mezo",
-                description="MeZO on -(batch accuracy) with a classification head",
-                label="MeZO on accuracy, no prompt"),
-        Variant(name="hf-ft", backend="hf", head="mlm", loss="ce", parameters="full", optimizer="adamw",
-                description="first-order fine-tuning (AdamW, backprop) of the prompt objective: the FT baseline",
-                label="FT (Adam)"),
-        Variant(name="sglang-mlm", backend="sglang", head="mlm", loss="ce", parameters="full", optimizer="mezo",
-                description="hf-mlm served by SGLang's ModelRunner (ragged batches, RadixAttention measured)",
-                label="MeZO on SGLang"),
-    ]
-}
+def _load_registry() -> dict[str, Variant]:
+    tables = read_toml(Path(__file__).with_name("variants.toml"), "variant registry")
+    fields = [field.name for field in dataclasses.fields(Variant) if field.name != "name"]
+    variants = {}
+    for name, table in tables.items():
+        check_keys(table, fields, f"variants.toml [{name}]")
+        variants[name] = Variant(name=name, **{key: tuple(value) if isinstance(value, list) else value
+                                               for key, value in table.items()})
+    return variants
+
+
+VARIANTS: dict[str, Variant] = _load_registry()
 
 
 def get_variant(name: str) -> Variant:

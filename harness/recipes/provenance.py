@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from harness.results import schema
+
 RECORDED_PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "peft", "sglang", "mezo-bench")
 
 
@@ -33,16 +35,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_info(device: torch.device) -> dict:
-    info = {"type": device.type, "platform": platform.platform(), "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+def device_info(device: torch.device) -> schema.Device:
+    cpu = _cpu_name()
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        info.update(name=torch.cuda.get_device_name(index), cuda=torch.version.cuda,
-                    hardware_class=f"cuda:{torch.cuda.get_device_name(index)}")
+        name = torch.cuda.get_device_name(index)
+        extra = dict(name=name, cuda=torch.version.cuda, hardware_class=f"cuda:{name}")
     else:
-        info.update(name=info["cpu"], hardware_class="cpu")
-    return info
+        extra = dict(name=cpu, hardware_class="cpu")
+    return schema.Device(type=device.type, platform=platform.platform(), cpu=cpu, cpu_count=os.cpu_count(),
+                         torch_threads=torch.get_num_threads(), **extra)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -53,11 +55,11 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return completed.stdout.strip() if completed.returncode == 0 else None
 
 
-def git_state() -> dict:
+def git_state() -> schema.Git:
     """Commit and dirty flag of the checkout the code runs from (package dir, then cwd)."""
     for directory in (Path(__file__).resolve().parent, Path.cwd()):
         commit = _git(["rev-parse", "HEAD"], directory)
         if commit:
             status = _git(["status", "--porcelain", "--untracked-files=no"], directory)
-            return {"commit": commit, "dirty": bool(status), "root": _git(["rev-parse", "--show-toplevel"], directory)}
-    return {"commit": None, "dirty": None, "root": None}
+            return schema.Git(commit=commit, dirty=bool(status), root=_git(["rev-parse", "--show-toplevel"], directory))
+    return schema.Git(commit=None, dirty=None, root=None)

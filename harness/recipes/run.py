@@ -1,8 +1,18 @@
-"""One run of a protocol point: data -> prompt -> model -> liveness -> zero-shot eval ->
-training -> test of the best-dev checkpoint -> memory -> record.
+"""One run of a protocol point, in the order it runs:
 
-Every input is validated before anything is written; a bad value ends in one HarnessError
-and no record.
+1. resolve the point: protocol lock, device, profile, variant, settings, grid point; every
+   input is validated here, before anything is written -- a bad value ends in one
+   HarnessError and no record;
+2. data: the task data, the k-shot split, the tokenizer, the encoded prompts;
+3. model: the variant's model and objective, the batches, the liveness check that picks the
+   parameters to perturb;
+4. train: zero-shot dev and test accuracy and the training-set loss, training, the
+   training-set loss again;
+5. measure: memory per phase (the trained model, one training batch), and RadixAttention on
+   backends with a prefix cache;
+6. test the best-dev checkpoint;
+7. record (harness.results.schema), written once: "completed" or "diverged", or "failed"
+   with the error if anything in 4-6 raised.
 """
 
 from __future__ import annotations
@@ -15,23 +25,25 @@ from pathlib import Path
 
 import torch
 
-from harness.tasks.data import load_task_data, make_k_shot_split
-from harness.core.errors import HarnessError
-from harness.measure.liveness import check_liveness
-from harness.measure.memory import measure_memory
+from harness.backends.base import Backend, LoadedModel
 from harness.backends.registry import get_backend
-from harness.backends.tokenizers import load_tokenizer
-from harness.tasks.objective import Objective
-from harness.tasks.batching import collate, EpochSampler, eval_batches
-from harness.tasks.prompt import label_word_ids, PromptEncoder
+from harness.backends.tokenizers import LoadedTokenizer, load_tokenizer
+from harness.core.errors import HarnessError
+from harness.measure.liveness import LivenessReport, check_liveness
+from harness.measure.memory import measure_memory
+from harness.measure.sparsity import summarize_projected_grads
 from harness.protocol.loading import Protocol
 from harness.protocol.settings import GRID_KEYS, GridPoint, RunSettings
+from harness.protocol.variants import Variant, get_variant, require_installed
 from harness.recipes.provenance import device_info, git_state, package_versions
+from harness.recipes.train import TrainResult, train_first_order, train_mezo
+from harness.results import schema
 from harness.results.schema import SCHEMA_VERSION
 from harness.results.store import new_run_id, record_path, utc_now, write_record
-from harness.measure.sparsity import summarize_projected_grads
-from harness.recipes.train import train_first_order, train_mezo
-from harness.protocol.variants import get_variant, require_installed
+from harness.tasks.batching import Batch, EncodedExample, EpochSampler, collate, eval_batches
+from harness.tasks.data import KShotSplit, TaskData, load_task_data, make_k_shot_split
+from harness.tasks.objective import Objective
+from harness.tasks.prompt import PromptEncoder, label_word_ids
 
 
 @dataclass(frozen=True)
@@ -75,12 +87,12 @@ def choose(option: str, value, allowed: tuple, where: str):
     return matches[0]
 
 
-def run_hyperparameters(settings: RunSettings, point: GridPoint) -> dict:
+def run_hyperparameters(settings: RunSettings, point: GridPoint) -> schema.Hyperparameters:
     """The settings for this run: the grids (k, seeds, lr, batch_size, eps, weight_decay) become
     the chosen point."""
     values = {key: value for key, value in settings.to_dict().items() if key not in GRID_KEYS}
-    return {**values, "lr": point.lr, "batch_size": point.batch_size, "eps": point.eps,
-            "weight_decay": point.weight_decay}
+    return schema.Hyperparameters(**values, lr=point.lr, batch_size=point.batch_size, eps=point.eps,
+                                  weight_decay=point.weight_decay)
 
 
 def finite_or_none(value: float) -> float | None:
@@ -100,12 +112,70 @@ def measure_radix_for_run(model, encoded_train, batch_size: int, seed: int, pad_
         return measure_radix(model, [sampler.next() for _ in range(RADIX_STEPS)],
                              [example.input_ids for example in encoded_train], eps=eps, seed=seed)
     except Exception as error:   # a measurement failure must not lose the run's other results
-        return {"error": f"{type(error).__name__}: {error}"}
+        return schema.MeasurementError(error=f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """What a request resolves to: where the run belongs, and its grid point."""
+    protocol: Protocol
+    device: torch.device
+    profile: str
+    variant: Variant
+    backend: Backend
+    settings: RunSettings
+    point: GridPoint
+
+
+@dataclass(frozen=True)
+class _Data:
+    data: TaskData
+    split: KShotSplit
+    tokenizer: LoadedTokenizer
+    label_ids: list[int]
+    encoded: dict[str, list[EncodedExample]]   # "train", "dev", "test" -> encoded prompts
+
+
+@dataclass(frozen=True)
+class _Model:
+    loaded: LoadedModel
+    objective: Objective
+    batches: dict[str, list[Batch]]            # "train", "dev", "test" -> evaluation batches
+    sampler: EpochSampler                      # training batches
+    trainable: list[tuple[str, torch.Tensor]]  # the variant's trainable set
+    liveness: LivenessReport
+    perturbed: list[tuple[str, torch.Tensor]]  # what training perturbs and updates (the live groups)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    zero_shot: dict[str, float]                # "dev", "test" -> accuracy before training
+    train_loss_start: float
+    result: TrainResult
+    train_loss_end: float
 
 
 def execute_run(request: RunRequest) -> Path:
     """Run one protocol point and write its record; returns the record's path."""
     started_at, wall_started = utc_now(), time.perf_counter()
+    run = _resolve_point(request)
+    data = _setup_data(run, request)
+    model = _setup_model(run, data)
+    header = _record_header(run, data, model, started_at)
+    path = record_path(request.out_dir, run.protocol.task, run.protocol.name, run.protocol.version, run.profile,
+                       header["run_id"])
+    try:
+        trained = _train(run, model, request)
+        memory, radix = _measure(run, data, model, request)
+        test_accuracy = _test_best_dev(model, trained.result)
+    except Exception as error:
+        write_record(_failed_record(header, error, wall_started), path)
+        raise
+    return write_record(_finished_record(header, run, trained, memory, radix, test_accuracy, wall_started), path)
+
+
+def _resolve_point(request: RunRequest) -> _Resolved:
+    """Check the protocol's lock and every option; the grid point the options choose."""
     protocol = request.protocol
     protocol.check_lock()
     device = resolve_device(request.device)
@@ -123,111 +193,160 @@ def execute_run(request: RunRequest) -> Path:
                       batch_size=choose("batch_size", request.batch_size, settings.batch_size[k], where),
                       eps=choose("eps", request.eps, settings.eps, where),
                       weight_decay=choose("weight_decay", request.weight_decay, settings.weight_decay, where))
-    seed, lr, batch_size = point.seed, point.lr, point.batch_size
+    return _Resolved(protocol, device, profile, variant, backend, settings, point)
 
-    data = load_task_data(protocol.task, request.data_dir)
-    split = make_k_shot_split(data, k, seed)
+
+def _setup_data(run: _Resolved, request: RunRequest) -> _Data:
+    """The task data, the run's k-shot split, the tokenizer and every split's prompts."""
+    settings = run.settings
+    data = load_task_data(run.protocol.task, request.data_dir)
+    split = make_k_shot_split(data, run.point.k, run.point.seed)
     tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences())
     label_ids = label_word_ids(tokenizer.tokenizer, settings.label_words)
     encoder = PromptEncoder(tokenizer.tokenizer, settings.template, settings.max_length)
     encoded = {name: encoder.encode_all(split.examples(name)) for name in ("train", "dev", "test")}
-    loaded = backend.build_model(variant, settings, tokenizer.tokenizer, data.task.num_labels, device, seed)
+    return _Data(data, split, tokenizer, label_ids, encoded)
+
+
+def _setup_model(run: _Resolved, data: _Data) -> _Model:
+    """The variant's model and objective, the batches, and the parameters to perturb: the
+    trainable groups the liveness check finds live (all of them if the settings say so)."""
+    settings, variant, backend, point, device = run.settings, run.variant, run.backend, run.point, run.device
+    loaded = backend.build_model(variant, settings, data.tokenizer.tokenizer, data.data.task.num_labels, device,
+                                 point.seed)
     model = loaded.model
-    if max(len(e.input_ids) for e in encoded["test"]) + 2 > model.config.max_position_embeddings:
+    if max(len(e.input_ids) for e in data.encoded["test"]) + 2 > model.config.max_position_embeddings:
         raise HarnessError(f"max_length={settings.max_length} exceeds model {settings.model!r}'s "
                            f"{model.config.max_position_embeddings - 2} positions")
 
-    pad_id = tokenizer.tokenizer.pad_token_id
-    objective = Objective(backend.head(variant, model, label_ids), variant.loss)
-    batches = {name: eval_batches(encoded[name], settings.eval_batch_size, pad_id, device) for name in encoded}
-    sampler = EpochSampler(encoded["train"], batch_size, seed, pad_id, device)
+    pad_id = data.tokenizer.tokenizer.pad_token_id
+    objective = Objective(backend.head(variant, model, data.label_ids), variant.loss)
+    batches = {name: eval_batches(data.encoded[name], settings.eval_batch_size, pad_id, device)
+               for name in data.encoded}
+    sampler = EpochSampler(data.encoded["train"], point.batch_size, point.seed, pad_id, device)
     trainable = backend.trainable_parameters(model)
-
-    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps, seed=seed)
+    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps,
+                              seed=point.seed)
     perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
+    return _Model(loaded, objective, batches, sampler, trainable, liveness, perturbed)
 
-    run_id = new_run_id(variant.name, point, started_at)
-    path = record_path(request.out_dir, protocol.task, protocol.name, protocol.version, profile, run_id)
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "status": "running",
-        "created_utc": started_at.isoformat(),
-        "protocol": {"name": protocol.name, "version": protocol.version, "profile": profile,
-                     "hash": protocol.settings_hash(profile, variant.name), "path": str(protocol.path),
-                     "grid": settings.grid_for(k)},
-        "variant": {"name": variant.name, "backend": variant.backend, "head": variant.head, "loss": variant.loss,
-                    "parameters": variant.parameters, "optimizer": variant.optimizer},
-        "task": protocol.task,
-        "k": k,
-        "seed": seed,
-        "hyperparameters": run_hyperparameters(settings, point),
-        "data": {"source": data.source, "source_sha256": data.source_sha256,
-                 "split_sha256": split.sha256(), "split_sizes": {n: len(split.lines[n]) for n in split.lines}},
-        "model": {**loaded.info, "trainable_parameters": sum(p.numel() for _, p in trainable),
-                  "updated_parameters": sum(p.numel() for _, p in perturbed)},
-        "tokenizer": tokenizer.info,
-        "liveness": {"groups": len(liveness.live) + len(liveness.dead), "dead_groups": liveness.dead,
-                     "dead_groups_perturbed": settings.perturb_dead_parameters},
-        "environment": {"packages": package_versions(), "device": device_info(device)},
-        "git": git_state(),
-    }
 
-    try:
-        zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
-        train_loss_start = objective.mean_cross_entropy(batches["train"])
-        common = dict(objective=objective, trainable=perturbed, sampler=sampler, dev_batches=batches["dev"],
-                      steps=settings.steps, lr=lr, weight_decay=point.weight_decay,
-                      lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=seed,
-                      progress=request.progress)
-        if variant.optimizer == "mezo":
-            result = train_mezo(eps=point.eps, length_buckets=settings.length_buckets,
-                                ragged_batches=backend.ragged_batches, **common)
-        else:
-            result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm, **common)
-        train_loss_end = objective.mean_cross_entropy(batches["train"])
-        memory = (measure_memory(objective, perturbed, collate(encoded["train"][:batch_size], pad_id, device),
-                                 lr=lr, eps=point.eps, weight_decay=point.weight_decay, dropout=settings.dropout,
-                                 phases=backend.memory_phases, in_process=backend.memory_in_process)
-                  if request.measure_memory else {"error": "not measured (--no-memory)"})
-        radix = (measure_radix_for_run(model, encoded["train"], batch_size, seed, pad_id, device, point.eps)
-                 if backend.measures_prefix_cache else None)
-        test_accuracy = None
-        if result.best_state is not None:   # a run that diverged before its first evaluation has none
-            model.load_state_dict(result.best_state)
-            test_accuracy = objective.accuracy(batches["test"])
-    except Exception as error:
-        record.update(status="failed", error="".join(traceback.format_exception_only(error)).strip(),
-                      wall_seconds=time.perf_counter() - wall_started)
-        write_record(record, path)
-        raise
+def _record_header(run: _Resolved, data: _Data, model: _Model, started_at) -> schema.RecordHeader:
+    """The record's identity, point and provenance, known before training starts."""
+    protocol, settings, variant, point = run.protocol, run.settings, run.variant, run.point
+    split = data.split
+    return schema.RecordHeader(
+        schema_version=SCHEMA_VERSION,
+        run_id=new_run_id(variant.name, point, started_at),
+        status="running",
+        created_utc=started_at.isoformat(),
+        protocol=schema.Protocol(name=protocol.name, version=protocol.version, profile=run.profile,
+                                 hash=protocol.settings_hash(run.profile, variant.name), path=str(protocol.path),
+                                 grid=settings.grid_for(point.k)),
+        variant=schema.Variant(name=variant.name, backend=variant.backend, head=variant.head, loss=variant.loss,
+                               parameters=variant.parameters, optimizer=variant.optimizer),
+        task=protocol.task,
+        k=point.k,
+        seed=point.seed,
+        hyperparameters=run_hyperparameters(settings, point),
+        data=schema.Data(source=data.data.source, source_sha256=data.data.source_sha256,
+                         split_sha256=split.sha256(), split_sizes={n: len(split.lines[n]) for n in split.lines}),
+        model=schema.Model(**model.loaded.info, trainable_parameters=sum(p.numel() for _, p in model.trainable),
+                           updated_parameters=sum(p.numel() for _, p in model.perturbed)),
+        tokenizer=data.tokenizer.info,
+        liveness=schema.Liveness(groups=len(model.liveness.live) + len(model.liveness.dead),
+                                 dead_groups=model.liveness.dead,
+                                 dead_groups_perturbed=settings.perturb_dead_parameters),
+        environment=schema.Environment(packages=package_versions(), device=device_info(run.device)),
+        git=git_state(),
+    )
 
+
+def _train(run: _Resolved, model: _Model, request: RunRequest) -> _Trained:
+    """Zero-shot accuracy and the training-set loss, then training (MeZO or first-order), then
+    the training-set loss again."""
+    settings, point, variant, objective, batches = run.settings, run.point, run.variant, model.objective, model.batches
+    zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
+    train_loss_start = objective.mean_cross_entropy(batches["train"])
+    common = dict(objective=objective, trainable=model.perturbed, sampler=model.sampler, dev_batches=batches["dev"],
+                  steps=settings.steps, lr=point.lr, weight_decay=point.weight_decay,
+                  lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=point.seed,
+                  progress=request.progress)
+    if variant.optimizer == "mezo":
+        result = train_mezo(eps=point.eps, length_buckets=settings.length_buckets,
+                            ragged_batches=run.backend.ragged_batches, **common)
+    else:
+        result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm, **common)
+    train_loss_end = objective.mean_cross_entropy(batches["train"])
+    return _Trained(zero_shot, train_loss_start, result, train_loss_end)
+
+
+def _measure(run: _Resolved, data: _Data, model: _Model, request: RunRequest) -> tuple[dict, dict | None]:
+    """(memory per phase, RadixAttention or None): each a result or {"error": ...}."""
+    settings, point, backend, device = run.settings, run.point, run.backend, run.device
+    pad_id = data.tokenizer.tokenizer.pad_token_id
+    memory = (measure_memory(model.objective, model.perturbed,
+                             collate(data.encoded["train"][:point.batch_size], pad_id, device),
+                             lr=point.lr, eps=point.eps, weight_decay=point.weight_decay, dropout=settings.dropout,
+                             phases=backend.memory_phases, in_process=backend.memory_in_process)
+              if request.measure_memory else schema.MeasurementError(error="not measured (--no-memory)"))
+    radix = (measure_radix_for_run(model.loaded.model, data.encoded["train"], point.batch_size, point.seed, pad_id,
+                                   device, point.eps)
+             if backend.measures_prefix_cache else None)
+    return memory, radix
+
+
+def _test_best_dev(model: _Model, result: TrainResult) -> float | None:
+    """Test accuracy of the best-dev checkpoint; None for a run that diverged before its
+    first evaluation (it has none)."""
+    if result.best_state is None:
+        return None
+    model.loaded.model.load_state_dict(result.best_state)
+    return model.objective.accuracy(model.batches["test"])
+
+
+def _failed_record(header: schema.RecordHeader, error: Exception, wall_started: float) -> schema.FailedRecord:
+    return schema.FailedRecord(**{**header, "status": "failed"},
+                               error="".join(traceback.format_exception_only(error)).strip(),
+                               wall_seconds=time.perf_counter() - wall_started)
+
+
+def _finished_record(header: schema.RecordHeader, run: _Resolved, trained: _Trained, memory: dict, radix: dict | None,
+                     test_accuracy: float | None, wall_started: float) -> schema.FinishedRecord:
+    result = trained.result
     diverged = result.diverged_at is not None
     finite_grads = result.projected_grads[:-1] if diverged else result.projected_grads   # the last one is NaN
-    record.update(
-        # "diverged": a loss became non-finite at `diverged_at`; training stopped and the best-dev
-        # checkpoint before it (if any) was tested. It still counts as a point of the grid.
-        status="diverged" if diverged else "completed",
+    mezo = run.variant.optimizer == "mezo"
+    return schema.FinishedRecord(
+        **{**header,
+           # "diverged": a loss became non-finite at `diverged_at`; training stopped and the best-dev
+           # checkpoint before it (if any) was tested. It still counts as a point of the grid.
+           "status": "diverged" if diverged else "completed"},
         **({"diverged_at": result.diverged_at} if diverged else {}),
-        metrics={
-            "zero_shot_dev_accuracy": zero_shot["dev"],
-            "zero_shot_test_accuracy": zero_shot["test"],
-            "best_dev_accuracy": result.best_dev_accuracy if result.best_step is not None else None,
-            "best_step": result.best_step,
-            "test_accuracy": test_accuracy,
-            "final_dev_accuracy": result.dev_history[-1]["dev_accuracy"] if result.dev_history else None,
-            "train_loss_start": train_loss_start,
-            "train_loss_end": finite_or_none(train_loss_end),
-            "dev_history": result.dev_history,
-        },
-        sparsity=(summarize_projected_grads(finite_grads, settings.sparsity_threshold)
-                  if variant.optimizer == "mezo" and finite_grads else None),
+        metrics=_metrics(trained, test_accuracy),
+        sparsity=(summarize_projected_grads(finite_grads, run.settings.sparsity_threshold)
+                  if mezo and finite_grads else None),
         throughput=result.throughput.summary(result.steps_done),
         z_stream=result.z_stream,
         memory=memory,
         **({"radix": radix} if radix is not None else {}),
-        loss_curve={"stride": result.curve_stride,
-                    **{name: [finite_or_none(v) for v in values] for name, values in result.curve.items()}},
-        timing={"wall_seconds": time.perf_counter() - wall_started},
+        loss_curve=schema.LossCurve(stride=result.curve_stride,
+                                    **{name: [finite_or_none(v) for v in values]
+                                       for name, values in result.curve.items()}),
+        timing=schema.Timing(wall_seconds=time.perf_counter() - wall_started),
     )
-    return write_record(record, path)
+
+
+def _metrics(trained: _Trained, test_accuracy: float | None) -> schema.Metrics:
+    result = trained.result
+    return schema.Metrics(
+        zero_shot_dev_accuracy=trained.zero_shot["dev"],
+        zero_shot_test_accuracy=trained.zero_shot["test"],
+        best_dev_accuracy=result.best_dev_accuracy if result.best_step is not None else None,
+        best_step=result.best_step,
+        test_accuracy=test_accuracy,
+        final_dev_accuracy=result.dev_history[-1]["dev_accuracy"] if result.dev_history else None,
+        train_loss_start=trained.train_loss_start,
+        train_loss_end=finite_or_none(trained.train_loss_end),
+        dev_history=result.dev_history,
+    )

@@ -5,6 +5,12 @@ Evaluation as published: dev accuracy every `eval_every` steps (and at the last 
 the best-dev parameters are kept on the CPU; the caller tests that checkpoint.
 Time is split into forward, update (perturbations + update for MeZO, backward + optimizer
 for FT) and evaluation; on a GPU the clocks are read after synchronising.
+
+MeZO runs every pass in eval mode (no dropout); each step's seed comes from
+numpy.random.default_rng(run seed). A non-finite loss stops training (`diverged_at`); the
+best-dev checkpoint before it stands. Dev ties keep the earlier step. FT: AdamW on the
+cross-entropy, linear decay without warm-up, dropout on in training steps (off for
+evaluation), the gradients' global norm clipped to `max_grad_norm` before each step.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class TrainResult:
     best_step: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
     diverged_at: int | None = None      # the step whose loss was not finite; training stopped there
-    z_stream: dict | None = None         # MeZO only: how z was drawn (harness.zo.mezo)
+    z_stream: dict | None = None         # MeZO only: how z was drawn (harness.zo.z_stream)
     steps_done: int = 0
     throughput: Throughput = field(default_factory=Throughput)
 
@@ -90,41 +96,43 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     """length_buckets > 1: each forward runs the batch split into that many length buckets
     (harness.tasks.batching.split_by_length); the loss is the same up to float rounding.
     ragged_batches: the backend runs the real tokens only, so throughput counts no padding."""
-    engine = MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay)
-    step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
-    result = TrainResult(curve_stride=curve_stride(steps),
-                         z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements})
-    clock = Clock(trainable[0][1].device)
-    objective.model.eval()                      # no dropout in the zeroth-order passes
-    bar = _progress_bar(steps, "MeZO", progress)
-    batch = parts = None
+    with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
+        step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
+        result = TrainResult(curve_stride=curve_stride(steps),
+                             z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements})
+        clock = Clock(trainable[0][1].device)
+        objective.model.eval()                      # no dropout in the zeroth-order passes
+        bar = _progress_bar(steps, "MeZO", progress)
+        batch = parts = None
 
-    for step in bar:
-        previous, batch = batch, sampler.next()
-        if batch is not previous:   # a full-batch sampler returns the same batch every step
-            parts = split_by_length(batch, length_buckets) if length_buckets > 1 else [batch]
-        forward_seconds_before = result.throughput.forward_seconds
+        for step in bar:
+            previous, batch = batch, sampler.next()
+            if batch is not previous:   # a full-batch sampler returns the same batch every step
+                parts = split_by_length(batch, length_buckets) if length_buckets > 1 else [batch]
+            forward_seconds_before = result.throughput.forward_seconds
 
-        def loss_on_batch() -> float:
-            started = clock.now()
-            loss = float(objective.loss(batch) if len(parts) == 1 else objective.loss_over(parts))
-            result.throughput.count_forward(parts, clock.now() - started, ragged_batches)
-            return loss
+            def loss_on_batch() -> float:
+                started = clock.now()
+                loss = float(objective.loss(batch) if len(parts) == 1 else objective.loss_over(parts))
+                result.throughput.count_forward(parts, clock.now() - started, ragged_batches)
+                return loss
 
-        engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
-        step_started = clock.now()
-        out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
-        step_seconds = clock.now() - step_started
-        result.throughput.train_seconds += step_seconds
-        result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds - forward_seconds_before)
+            engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
+            step_started = clock.now()
+            out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
+            step_seconds = clock.now() - step_started
+            result.throughput.train_seconds += step_seconds
+            step_forward_seconds = result.throughput.forward_seconds - forward_seconds_before
+            result.throughput.update_seconds += step_seconds - step_forward_seconds
 
-        result.steps_done = step
-        result.projected_grads.append(out.projected_grad)
-        result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
-        if not math.isfinite(out.projected_grad):
-            result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
-            break
-        _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
+            result.steps_done = step
+            result.projected_grads.append(out.projected_grad)
+            result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus,
+                             projected_grad=out.projected_grad)
+            if not math.isfinite(out.projected_grad):
+                result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
+                break
+            _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
     return result
 
 

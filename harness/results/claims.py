@@ -10,19 +10,16 @@ random-init model says so.
 
 from __future__ import annotations
 
-import statistics
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import HarnessError
-from harness.core.files import check_keys, read_toml
+from harness.core.files import atomic_write_text, check_keys, read_toml
+from harness.core.stats import mean
 from harness.results.selection import best_dev_per_seed, field_value, grid_point, grid_points, hardware_class, selectable
 
 RANDOM_INIT = "random-init:"
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values)
 
 
 def _field(records: list[dict], *path: str) -> list[float]:
@@ -34,7 +31,7 @@ def _test_accuracy(records):
     selected = best_dev_per_seed(records)
     if not selected:
         return None, "no run of the grid reached a dev evaluation"
-    return (100 * _mean([r["metrics"]["test_accuracy"] for r in selected]),
+    return (100 * mean([r["metrics"]["test_accuracy"] for r in selected]),
             f"best dev of each of {len(selected)} seed(s) (the reference's gather_result.py rule)")
 
 
@@ -43,7 +40,7 @@ def _per_run(path: tuple[str, ...], scale: float = 1.0, offset: float = 0.0):
         values = _field(records, *path)
         if not values:
             return None, f"no matching record has {'.'.join(path)}"
-        return offset + scale * _mean(values), f"mean of {len(values)} run(s) with {'.'.join(path)}"
+        return offset + scale * mean(values), f"mean of {len(values)} run(s) with {'.'.join(path)}"
     return metric
 
 
@@ -265,3 +262,33 @@ def judge(claim: Claim, records: list[dict]) -> Verdict:
 
 def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:
     return [judge(claim, records) for claim in claims]
+
+
+def to_markdown(verdicts: list[Verdict]) -> str:
+    """claims.md: one table row per claim."""
+    lines = ["# Claims ledger", "", "Verdicts computed by `mezo-bench claims` from the run records; see "
+             "benchmarks/sst2/claims.toml.", "",
+             "| claim | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
+             "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.source} | {v.verdict} | {_measured(v)} | "
+                     f"{v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def _measured(verdict: Verdict) -> str:
+    return "-" if verdict.measured is None else f"{verdict.measured:.4g}"
+
+
+def summary_line(verdict: Verdict) -> str:
+    """One verdict on one line, for the terminal."""
+    claim = verdict.claim
+    return (f"{claim.id:<34} {verdict.verdict:<13} measured {_measured(verdict):>8}  expected {claim.expected:g} ± "
+            f"{claim.tolerance:g}  ({verdict.detail})")
+
+
+def write_claims(verdicts: list[Verdict], out_dir: Path) -> list[Path]:
+    """claims.md and claims.json in out_dir (each written atomically); returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [atomic_write_text(out_dir / "claims.md", to_markdown(verdicts)),
+            atomic_write_text(out_dir / "claims.json", json.dumps([v.as_dict() for v in verdicts], indent=1) + "\n")]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.results.selection import field_value, grid_point, hardware_class
-from harness.core.files import check_keys, read_toml
+from harness.core.files import atomic_write_text, check_keys, read_toml
 
 METRIC_KEYS = ("path", "direction", "kind", "tolerance", "noise_floor", "only")
 
@@ -170,8 +170,7 @@ def to_markdown(result: dict) -> str:
 
 
 def write_gate_report(result: dict, out_dir: Path) -> list[Path]:
+    """gate.md and gate.json in out_dir (each written atomically); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "gate.md", out_dir / "gate.json"]
-    paths[0].write_text(to_markdown(result))
-    paths[1].write_text(json.dumps(result, indent=1) + "\n")
-    return paths
+    return [atomic_write_text(out_dir / "gate.md", to_markdown(result)),
+            atomic_write_text(out_dir / "gate.json", json.dumps(result, indent=1) + "\n")]

@@ -10,11 +10,13 @@ round of each benchmark; all ratios compare benchmarks of the same run, model an
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.core.errors import HarnessError
+from harness.core.files import atomic_write_text
+from harness.core.text import slug
+from harness.results.figures import pyplot, save_figure
 
 KINDS = ("forward", "forward_bucketed", "mezo_step", "mezo_step_bucketed", "reference_step", "perturb_first", "perturb_repeat",
          "peak_memory")
@@ -56,10 +58,6 @@ def machine_label(machine_info: dict) -> str:
     return f"{cpu.get('brand_raw', 'unknown CPU')} ({cpu.get('count', '?')} cores)"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def load_benchmark_json(path: Path) -> dict:
     try:
         run = json.loads(path.read_text())
@@ -83,13 +81,10 @@ def store_run(json_path: Path, out_root: Path) -> Path:
     commit = run["commit_info"].get("id") or "nocommit"
     dirty = "-dirty" if run["commit_info"].get("dirty") else ""
     stamp = datetime.fromisoformat(run["datetime"]).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    folder = out_root / _slug(machine_label(run["machine_info"]))
+    folder = out_root / slug(machine_label(run["machine_info"]), lower=True, keep="")
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stamp}_{commit[:12]}{dirty}.json"
-    tmp = folder / f".{target.name}.tmp"
-    tmp.write_text(json.dumps(run, indent=1, sort_keys=True) + "\n")
-    tmp.replace(target)
-    return target
+    return atomic_write_text(folder / f"{stamp}_{commit[:12]}{dirty}.json",
+                             json.dumps(run, indent=1, sort_keys=True) + "\n")
 
 
 def latest_runs(root: Path) -> list[tuple[Path, dict]]:
@@ -206,8 +201,6 @@ def write_perf_report(perf_root: Path, out_dir: Path) -> list[Path]:
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "perf.csv", out_dir / "perf.md"
-    csv_tmp = csv_path.with_suffix(".csv.tmp")
-    table.to_csv(csv_tmp, index=False)
 
     def shown(columns: dict) -> str:
         part = table[list(columns)].copy()
@@ -242,21 +235,15 @@ def write_perf_report(perf_root: Path, out_dir: Path) -> list[Path]:
         lines += ["", "Not measured (no run on such a machine): " + "; ".join(missing) + "."]
     figure_path = _step_figure(rows, out_dir / "perf.png")
     lines += ["", "![Where a step's time goes](perf.png)"]
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(md_path)
-    csv_tmp.replace(csv_path)
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
+    atomic_write_text(csv_path, table.to_csv(index=False))
     return [md_path, csv_path, figure_path]
 
 
 def _step_figure(rows: list[dict], path: Path) -> Path:
     """Per case: the MeZO step, the bucketed step and the reference-style step, each split
     into its forward passes and everything else (median times, relative to the MeZO step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cases = [row for row in rows if row["step_ms"] is not None and row["forward_ms"] is not None]
     fig, axes = plt.subplots(1, max(len(cases), 1), figsize=(4.2 * max(len(cases), 1), 3.6), squeeze=False)
     for ax, row in zip(axes[0], cases):
@@ -276,7 +263,4 @@ def _step_figure(rows: list[dict], path: Path) -> Path:
         ax.legend(fontsize=7)
     if not cases:
         axes[0][0].text(0.5, 0.5, "no case with forward and step timings", ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

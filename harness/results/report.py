@@ -9,10 +9,12 @@ hardware and model that produced it.
 
 from __future__ import annotations
 
-import re
-import statistics
 from pathlib import Path
 
+from harness.core.files import atomic_write_text
+from harness.core.stats import mean, population_std
+from harness.core.text import slug
+from harness.results.figures import pyplot, save_figure
 from harness.results.selection import best_dev_per_seed, hardware_class, selectable
 from harness.protocol.variants import VARIANTS
 
@@ -36,10 +38,6 @@ def _values(runs: list[dict], getter) -> list[float]:
         if value is not None:
             out.append(value)
     return out
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
 
 
 def _paper_entry(paper: dict[str, dict], variant: str, k: int | None, metric: str) -> dict | None:
@@ -70,26 +68,26 @@ def summarize(records: list[dict], paper: dict[str, dict]):
 
         def phase(name, field="excess_bytes"):
             values = _values(selected, lambda r: r["memory"]["phases"][name][field])
-            return _mean(values) / MIB if values else None
+            return mean(values) / MIB if values else None
 
         rows.append({
             **dict(zip(GROUP_KEYS, key)),
             "seeds": len(selected),
             "runs": len(runs),
-            "test_acc_mean": statistics.fmean(tests),
-            "test_acc_std": statistics.pstdev(tests),
-            "zero_shot_acc_mean": _mean(_values(selected, lambda r: 100 * r["metrics"]["zero_shot_test_accuracy"])),
-            "zero_grad_pct": _mean(_values(selected, lambda r: 100 * r["sparsity"]["zero_fraction"])),
-            "tiny_grad_pct": _mean(_values(selected, lambda r: 100 * r["sparsity"]["tiny_fraction"])),
-            "mean_abs_grad": _mean(_values(selected, lambda r: r["sparsity"]["mean_abs"])),
+            "test_acc_mean": mean(tests),
+            "test_acc_std": population_std(tests),
+            "zero_shot_acc_mean": mean(_values(selected, lambda r: 100 * r["metrics"]["zero_shot_test_accuracy"])),
+            "zero_grad_pct": mean(_values(selected, lambda r: 100 * r["sparsity"]["zero_fraction"])),
+            "tiny_grad_pct": mean(_values(selected, lambda r: 100 * r["sparsity"]["tiny_fraction"])),
+            "mean_abs_grad": mean(_values(selected, lambda r: r["sparsity"]["mean_abs"])),
             "mem_inference_excess_mib": phase("inference"),
             "mem_mezo_excess_mib": phase("mezo_step"),
             "mem_first_order_excess_mib": phase("first_order_step"),
-            "mem_peak_mezo_over_inference": _mean(_values(selected, lambda r: r["memory"]["ratios"]["mezo_over_inference"])),
-            "mem_peak_first_order_over_mezo": _mean(_values(selected, lambda r: r["memory"]["ratios"]["first_order_over_mezo"])),
-            "steps_per_s": _mean(_values(selected, lambda r: r["throughput"]["steps_per_second"])),
-            "tokens_per_s": _mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
-            "padding_pct": _mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
+            "mem_peak_mezo_over_inference": mean(_values(selected, lambda r: r["memory"]["ratios"]["mezo_over_inference"])),
+            "mem_peak_first_order_over_mezo": mean(_values(selected, lambda r: r["memory"]["ratios"]["first_order_over_mezo"])),
+            "steps_per_s": mean(_values(selected, lambda r: r["throughput"]["steps_per_second"])),
+            "tokens_per_s": mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
+            "padding_pct": mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
             "backend": selected[0]["variant"]["backend"],
             "method": VARIANTS[key[6]].label if key[6] in VARIANTS else "",
             "paper_test_acc": paper_test["mean"] if paper_test else None,
@@ -97,10 +95,6 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "paper_zero_shot_acc": paper_zero["mean"] if paper_zero else None,
         })
     return pd.DataFrame(rows)
-
-
-def _slug(*parts) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts)).strip("-")
 
 
 def _title(selection: dict, what: str) -> str:
@@ -113,16 +107,12 @@ def _title(selection: dict, what: str) -> str:
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
     """summary.csv and summary.md for all groups, and five figures per selection
     (task, protocol version, profile, hardware, model). Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summarize(records, paper)
     written = [out_dir / "summary.csv", out_dir / "summary.md"]
-    table.to_csv(written[0], index=False)
-    written[1].write_text("# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
+    atomic_write_text(written[0], table.to_csv(index=False))
+    atomic_write_text(written[1], "# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
                           "Accuracies in %, memory excess in MiB.\n\n"
                           + table.to_markdown(index=False, floatfmt=".4g") + "\n")
 
@@ -132,7 +122,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
 
     for selection_values, rows in table.groupby(list(SELECTION_KEYS), sort=True):
         selection = dict(zip(SELECTION_KEYS, selection_values))
-        folder = out_dir / _slug(*selection_values)
+        folder = out_dir / slug(*selection_values)
         folder.mkdir(exist_ok=True)
         rows = rows.sort_values(["variant", "k"])
         labels = [f"{v}\nk={k}" for v, k in zip(rows["variant"], rows["k"])]
@@ -143,9 +133,9 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         for _, row in rows.iterrows():
             runs = best_dev_per_seed(by_run_group[tuple(row[key] for key in GROUP_KEYS)])
             steps = [h["step"] for h in runs[0]["metrics"]["dev_history"]]
-            dev = [statistics.fmean(100 * r["metrics"]["dev_history"][i]["dev_accuracy"] for r in runs)
+            dev = [mean([100 * r["metrics"]["dev_history"][i]["dev_accuracy"] for r in runs])
                    for i in range(len(steps))]
-            line, = ax.plot([0] + steps, [statistics.fmean(100 * r["metrics"]["zero_shot_dev_accuracy"] for r in runs)] + dev,
+            line, = ax.plot([0] + steps, [mean([100 * r["metrics"]["zero_shot_dev_accuracy"] for r in runs])] + dev,
                             marker="o", label=f"{row['variant']} k={row['k']} dev")
             ax.scatter([max(steps)], [row["test_acc_mean"]], marker="*", s=150, color=line.get_color(),
                        label=f"{row['variant']} k={row['k']} test (best-dev ckpt)")
@@ -153,7 +143,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=7, ncol=2)
         ax.set_title(_title(selection, "Dev accuracy vs step (mean over seeds); ★ test of the best-dev checkpoint"), fontsize=9)
-        written.append(_save(fig, folder / "accuracy_vs_step.png"))
+        written.append(save_figure(fig, folder / "accuracy_vs_step.png"))
 
         # 2. final test accuracy beside the paper's
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -166,7 +156,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.axhline(50, color="k", lw=0.5, ls=":")
         ax.legend()
         ax.set_title(_title(selection, "Test accuracy, mean ± std over seeds, beside the paper"), fontsize=9)
-        written.append(_save(fig, folder / "accuracy_vs_paper.png"))
+        written.append(save_figure(fig, folder / "accuracy_vs_paper.png"))
 
         # 3. gradient sparsity
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -177,7 +167,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.set_ylim(0, 105)
         ax.legend()
         ax.set_title(_title(selection, "Gradient sparsity of MeZO's estimates (FT has none)"), fontsize=9)
-        written.append(_save(fig, folder / "sparsity.png"))
+        written.append(save_figure(fig, folder / "sparsity.png"))
 
         # 4. memory per phase
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -189,7 +179,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.set_ylabel("memory over the pre-phase baseline (MiB)")
         ax.legend()
         ax.set_title(_title(selection, "Memory per phase on the same batch"), fontsize=9)
-        written.append(_save(fig, folder / "memory.png"))
+        written.append(save_figure(fig, folder / "memory.png"))
 
         # 5. throughput by backend
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -201,14 +191,6 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.set_ylabel("training tokens/s (real tokens, no padding)")
         ax.legend()
         ax.set_title(_title(selection, "Training throughput per variant and backend"), fontsize=9)
-        written.append(_save(fig, folder / "throughput.png"))
+        written.append(save_figure(fig, folder / "throughput.png"))
     return written
 
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path

@@ -1,6 +1,7 @@
 """The result store: run records written atomically and append-only under
 results/<task>/<protocol>-v<version>/<profile>/<run id>.json, and read back from any schema
-version, upgraded to the current one (harness.results.schema).
+version, upgraded to the current one: the shape of harness.results.schema (the tests check
+every committed record against it after upgrading).
 
     from harness.results.store import load_records
     frame = load_records("results")     # one row per run, nested fields flattened
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import uuid
 from pathlib import Path
 
 from harness.core.errors import HarnessError
+from harness.core.files import atomic_write_text
+from harness.results import schema
 from harness.results.schema import SCHEMA_VERSION
 
 
@@ -29,19 +31,15 @@ def new_run_id(variant: str, point, started: dt.datetime) -> str:
             f"_wd{point.weight_decay:g}_{started:%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}")
 
 
-def write_record(record: dict, path: Path) -> Path:
+def write_record(record: schema.RunRecord, path: Path) -> Path:
     """Write atomically and append-only: a crash never leaves a partial record, and an
     existing record is never rewritten (the hard link fails if the name is taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n")
     try:
-        os.link(tmp, path)
+        return atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n",
+                                 exclusive=True)
     except FileExistsError:
         raise HarnessError(f"record {path} already exists; records are append-only") from None
-    finally:
-        tmp.unlink()
-    return path
 
 
 def record_path(out_dir: Path, task: str, protocol_name: str, version: int, profile: str, run_id: str) -> Path:
@@ -52,15 +50,17 @@ def _upgrade_1_to_2(record: dict) -> dict:
     """Schema 1 (protocol v1, variant hf-mlm only) had no liveness, sparsity, memory or
     throughput, and its variant lacked head/loss. Missing measurements stay missing."""
     variant = record["variant"]
-    record["variant"] = {"name": variant["name"], "backend": variant["backend"], "head": "mlm",
-                         "loss": "ce", "parameters": variant["parameters"], "optimizer": variant["optimizer"]}
+    record["variant"] = schema.Variant(name=variant["name"], backend=variant["backend"], head="mlm", loss="ce",
+                                       parameters=variant["parameters"], optimizer=variant["optimizer"])
     record["liveness"] = None
     record["sparsity"] = None
-    record["memory"] = {"error": "not recorded (schema 1)"}
+    record["memory"] = schema.MeasurementError(error="not recorded (schema 1)")
     timing = record.get("timing", {})
-    record["throughput"] = ({"steps_per_second": timing["steps_per_second"], "train_seconds": timing["train_seconds"],
-                             "eval_seconds": timing["eval_seconds"]} if "steps_per_second" in timing else None)
-    record["timing"] = {"wall_seconds": timing.get("wall_seconds", record.get("wall_seconds"))}
+    record["throughput"] = (schema.Throughput(steps_per_second=timing["steps_per_second"],
+                                              train_seconds=timing["train_seconds"],
+                                              eval_seconds=timing["eval_seconds"])
+                            if "steps_per_second" in timing else None)
+    record["timing"] = schema.Timing(wall_seconds=timing.get("wall_seconds", record.get("wall_seconds")))
     record["model"].setdefault("updated_parameters", record["model"].get("trainable_parameters"))
     record["schema_version"] = 2
     return record
@@ -79,7 +79,8 @@ def _upgrade_2_to_3(record: dict) -> dict:
 UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
-def upgrade(record: dict, source: str = "record") -> dict:
+def upgrade(record: dict, source: str = "record") -> schema.RunRecord:
+    """The record in the current schema's shape (harness.results.schema), upgraded in place."""
     version = record.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise HarnessError(f"{source}: unknown schema_version {version!r} (this code reads 1..{SCHEMA_VERSION})")

@@ -1,5 +1,12 @@
 """Encoded examples and batches: right-padded tensors, evaluation batches, the training
-sampler and length buckets."""
+sampler and length buckets.
+
+Length buckets (the protocol's `length_buckets`, MeZO variants only): 1 pads a training batch
+to its longest row, as the reference code does; above 1, each MeZO forward runs the batch
+split by `split_by_length` into that many buckets, each padded to its own longest row, and
+the loss is the example-weighted mean over buckets (harness.tasks.objective.Objective.loss_over):
+the same loss up to float rounding, which MeZO's 1/(2 eps) amplifies -- hence a protocol
+option, off by default."""
 
 from __future__ import annotations
 

@@ -5,6 +5,13 @@ RNG with the seed, shuffle the training lines (header removed), group them by la
 order of first appearance, train = first k of each label, dev = the next k. The test set
 is the task's GLUE dev file. Splits are kept as the raw TSV lines, so the files written
 by `mezo-bench splits` are byte-identical to LM-BFF's and their sha256 can be compared.
+
+Where the data comes from (`load_task_data`): a GLUE-format folder (train.tsv, dev.tsv with
+the task's header) given as --data-dir or $MEZO_BENCH_DATA_DIR, either the task folder or a
+GLUE root holding it; with neither, the `datasets` library loads the task's hub dataset
+(`nyu-mll/glue` / `sst2`). Lines are kept byte for byte: in the GLUE release every SST-2
+sentence ends in a space before the tab, and that space is kept, as the reference tokenizes it.
+The sha256 of the source files and of every split file goes into the run record.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.core.errors import HarnessError
+from harness.core.files import atomic_write_text
 from harness.tasks.spec import SPLITS, Example, TaskSpec, get_task
 
 DATA_DIR_ENV = "MEZO_BENCH_DATA_DIR"
@@ -57,11 +65,7 @@ class KShotSplit:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {}
         for split in SPLITS:
-            path = out_dir / f"{split}.tsv"
-            tmp = out_dir / f".{split}.tsv.tmp"
-            tmp.write_text(self.tsv(split), encoding="utf-8")
-            tmp.replace(path)
-            written[split] = path
+            written[split] = atomic_write_text(out_dir / f"{split}.tsv", self.tsv(split))
         return written
 
 

@@ -4,7 +4,9 @@ A template is a list of parts, each tokenized on its own as LM-BFF does: "{sente
 the input (encoded without a leading space), a part equal to one of the tokenizer's special
 tokens ("<s>", "</s>", "<mask>") is that token, any other part is text. Masked-LM variants
 have one "<mask>"; classification-head variants none.
-Truncation shortens the sentence only, never the template.
+Truncation shortens the sentence only, never the template (LM-BFF cuts the tail of the token
+list, which can cut the mask). Label words must each be one token of the tokenizer; otherwise
+the run fails with an error naming the word and its pieces.
 """
 
 from __future__ import annotations

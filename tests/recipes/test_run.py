@@ -139,54 +139,50 @@ def malformed_data_dir(tmp_path):
     return folder
 
 
+# {protocol}, {data}, {out}: the smoke protocol, the SST-2 folder and a fresh output folder;
+# {tmp}: an empty folder; {malformed}: SST-2 files with a bad line; {bpe2000}: a protocol whose
+# tokenizer splits a label word.
+RUN = ["run", "--no-progress", "--seed", "13", "--protocol", "{protocol}", "--profile", "smoke", "--data-dir", "{data}",
+       "--out", "{out}"]
+
+
 @pytest.mark.parametrize(
-    "case, message",
+    "argv, message",
     [
-        ("unknown-variant", "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-mlm"),
-        ("k-zero", "argument --k: must be an integer >= 1, got 0"),
-        ("k-off-grid", "--k 32 is not in profile 'smoke' variant 'hf-mlm'; allowed: [16]"),
-        ("batch-off-grid", "--batch-size 3 is not in profile 'smoke' variant 'hf-mlm'; allowed: [64]"),
-        ("missing-data-dir", "data directory not found"),
-        ("malformed-tsv", "train.tsv line 3: expected 2 tab-separated fields"),
-        ("multi-token-label-word", "label word ' terrible' must be a single token"),
-        ("unknown-profile", "unknown profile 'fast'"),
-        ("eps-off-grid", "--eps 0.1 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.001]"),
-        ("weight-decay-off-grid", "--weight-decay 0.5 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.0]"),
-        ("eps-not-a-number", "argument --eps: invalid float value: 'big'"),
+        (RUN + ["--variant", "hf-nope"], "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-mlm"),
+        (RUN + ["--k", "0"], "argument --k: must be an integer >= 1, got 0"),
+        (RUN + ["--k", "32"], "--k 32 is not in profile 'smoke' variant 'hf-mlm'; allowed: [16]"),
+        (RUN + ["--batch-size", "3"], "--batch-size 3 is not in profile 'smoke' variant 'hf-mlm'; allowed: [64]"),
+        (RUN + ["--data-dir", "{tmp}/no-such-dir"], "data directory not found"),
+        (RUN + ["--data-dir", "{malformed}"], "train.tsv line 3: expected 2 tab-separated fields"),
+        (RUN + ["--protocol", "{bpe2000}"], "label word ' terrible' must be a single token"),
+        (RUN + ["--profile", "fast"], "unknown profile 'fast'"),
+        (RUN + ["--eps", "0.1"], "--eps 0.1 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.001]"),
+        (RUN + ["--weight-decay", "0.5"],
+         "--weight-decay 0.5 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.0]"),
+        (RUN + ["--eps", "big"], "argument --eps: invalid float value: 'big'"),
+        (["bench", "--protocol", "{tmp}/none.toml", "--out", "{out}"], "protocol file not found"),
+        (["splits", "--k", "16", "--seed", "13", "--data-dir", "{tmp}/no-such-dir", "--out", "{out}"],
+         "data directory not found"),
+        (["report", "--results", "{tmp}/no-results", "--out", "{out}"], "results not found"),
+        (["claims", "--results", "{tmp}/no-results"], "results not found"),
+        (["gate", "--baseline", "{tmp}/no-results", "--candidate", "{tmp}/no-results", "--out", "{out}"],
+         "results not found"),
     ],
 )
-def test_bad_input_gives_one_clear_error_and_no_record(case, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
-    out = tmp_path / "results"
-    args = {"--protocol": PROTOCOL, "--profile": "smoke", "--data-dir": sst2_dir, "--out": out}
-    extra = []
-    if case == "unknown-variant":
-        extra = ["--variant", "hf-nope"]
-    elif case == "k-zero":
-        extra = ["--k", 0]
-    elif case == "k-off-grid":
-        extra = ["--k", 32]
-    elif case == "batch-off-grid":
-        extra = ["--batch-size", 3]
-    elif case == "missing-data-dir":
-        args["--data-dir"] = tmp_path / "no-such-dir"
-    elif case == "malformed-tsv":
-        args["--data-dir"] = malformed_data_dir(tmp_path)
-    elif case == "multi-token-label-word":
-        args["--protocol"] = bpe2000_protocol
-    elif case == "unknown-profile":
-        args["--profile"] = "fast"
-    elif case == "eps-off-grid":
-        extra = ["--eps", 0.1]
-    elif case == "weight-decay-off-grid":
-        extra = ["--weight-decay", 0.5]
-    elif case == "eps-not-a-number":
-        extra = ["--eps", "big"]
-    argv = ["run", "--no-progress", "--seed", 13, *[x for pair in args.items() for x in pair], *extra]
+def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
+    out = tmp_path / "out"
+    places = {"{protocol}": PROTOCOL, "{data}": sst2_dir, "{out}": out, "{tmp}": tmp_path,
+              "{bpe2000}": bpe2000_protocol}
+    if "{malformed}" in argv:
+        places["{malformed}"] = malformed_data_dir(tmp_path)
+    for placeholder, value in places.items():
+        argv = [arg.replace(placeholder, str(value)) for arg in argv]
     code, _, err = cli(capsys, *argv)
     assert code == 2
     assert message in err
     assert err.count("error:") == 1
-    assert records_under(out) == []
+    assert not out.exists()
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")

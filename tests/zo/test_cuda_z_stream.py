@@ -7,7 +7,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from harness.zo.mezo import NORMAL_BLOCK, MeZO, chunk_bounds, chunk_seed
+from harness.zo.mezo import MeZO
+from harness.zo.z_stream import NORMAL_BLOCK, chunk_bounds, chunk_seed
 
 CHUNK = 32
 # Sizes 323, 19, 300, 5 and 320: several chunks, a single short chunk, ragged tails.
@@ -167,7 +168,7 @@ def test_per_chunk_stream_allocates_one_chunk_buffer_per_dtype(monkeypatch, dtyp
     largest = max(chunk.stop - chunk.start for chunk in engine.chunks)
     assert largest < CHUNK + NORMAL_BLOCK                   # chunk_bounds' last chunk takes a <16 tail
     assert mode.allocated == [largest * dtype.itemsize]     # the scratch buffer, once
-    assert [tuple(buffer.shape) for buffer in engine._scratch.values()] == [(largest,)]
+    assert [tuple(buffer.shape) for buffer in engine.stream._scratch.values()] == [(largest,)]
 
 
 def test_cpu_default_is_the_sequential_stream_of_whole_randn_draws():

@@ -3,7 +3,9 @@ Hugging Face parameter names.
 
 The bootstrap is the one `python -m sglang.benchmark.one_batch` uses (world size 1): server
 args -> scheduler role -> parallel runtime (gloo on CPU) -> ModelRunner -> memory pools ->
-attention backends. `torch_native` attention on CPU, SGLang's default backend on CUDA.
+attention backends. `torch_native` attention on CPU, SGLang's default backend on CUDA; an
+embedding model (`--is-embedding`), no CUDA graphs, the prefix cache off (only
+harness.measure.radix puts a RadixCache over the runner's KV pool, to measure it).
 Weights are not read from disk by SGLang: the runner starts with dummy weights and the
 Hugging Face model's state dict is loaded into it, so both backends hold the same numbers
 from whatever `load_model` loaded (hub id, local path or random-init config).

@@ -8,7 +8,8 @@ Declaring the schemas of the two C++ ops torchvision registers Python fake kerne
 enough for the import to succeed; the ops are never called here.
 
 Active only on a CPU-only torch build with torchvision installed and its ops missing; on
-CUDA builds (where torchvision's C++ ops load) it does nothing.
+CUDA builds (where torchvision's C++ ops load) it does nothing. It runs when `harness` is
+imported, so on such a machine import `harness` before `sglang` in your own scripts.
 """
 
 from __future__ import annotations
