@@ -1,4 +1,10 @@
-"""The `mezo-bench` command line."""
+"""The `mezo-bench` command line (`mezo-bench <command> --help` for each command's options).
+
+Every command prints `mezo-bench: error: ...` and exits 2 on invalid input, having written
+nothing; `gate` exits 1 on a regression. `run` and `bench` write
+results/<task>/<protocol>-v<version>/<profile>/<run id>.json and print a summary line per run
+(zero-shot test, best dev and test accuracy, fraction of zero projected gradients).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="GLUE task folder (train.tsv, dev.tsv); default $MEZO_BENCH_DATA_DIR, "
                              "else the `datasets` library")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: cuda when torch sees a GPU, else cpu (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-phase memory measurement (recorded as not measured)")
@@ -60,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="restrict to this variant (repeatable; default: the profile's variants)")
 
     splits = commands.add_parser("splits", help="write the exact k-shot train/dev/test TSVs a run uses")
-    splits.add_argument("--task", default="sst2")
-    splits.add_argument("--k", type=_positive_int, required=True)
-    splits.add_argument("--seed", type=int, required=True)
-    splits.add_argument("--data-dir", default=None)
+    splits.add_argument("--task", default="sst2", help="task name (default: sst2)")
+    splits.add_argument("--k", type=_positive_int, required=True, help="examples per label in train and in dev")
+    splits.add_argument("--seed", type=int, required=True, help="the split's seed (LM-BFF: 13, 21, 42, 87, 100)")
+    splits.add_argument("--data-dir", default=None,
+                        help="the task's GLUE folder (default: $MEZO_BENCH_DATA_DIR, else the datasets library)")
     splits.add_argument("--out", type=Path, required=True, help="folder for train.tsv, dev.tsv, test.tsv")
 
     report = commands.add_parser("report", help="aggregate records like the paper: tables and figures")
@@ -90,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--out", type=Path, default=Path("gate-report"), help="folder for gate.md and gate.json (default: gate-report)")
 
     protocol = commands.add_parser("protocol", help="show a protocol's profiles and hashes; check or lock them")
-    protocol.add_argument("--protocol", default=DEFAULT_PROTOCOL)
+    protocol.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
     protocol.add_argument("--profile", default=None, help="show only this profile")
     action = protocol.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="fail if a profile changed without a version bump")
@@ -113,8 +121,8 @@ def _cmd_run(args) -> None:
 
 def _cmd_bench(args) -> None:
     from harness.protocol.loading import load_protocol
-    from harness.recipes.run import RunRequest, execute_run, resolve_device
     from harness.protocol.variants import get_variant
+    from harness.recipes.run import RunRequest, execute_run, resolve_device
 
     protocol = load_protocol(args.protocol)
     protocol.check_lock()
@@ -219,7 +227,13 @@ def _cmd_perf_store(args) -> None:
 
 
 def _cmd_claims(args) -> None:
-    from harness.results.claims import judge_all, load_claims, load_paper, summary_line, write_claims
+    from harness.results.claims import (
+        judge_all,
+        load_claims,
+        load_paper,
+        summary_line,
+        write_claims,
+    )
     from harness.results.store import read_records
 
     verdicts = judge_all(load_claims(args.claims, load_paper(args.paper)), read_records(args.results))
@@ -233,7 +247,12 @@ def _cmd_claims(args) -> None:
 
 
 def _cmd_gate(args) -> int:
-    from harness.results.gate import gate, load_gate_config, to_markdown, write_gate_report
+    from harness.results.gate import (
+        gate,
+        load_gate_config,
+        to_markdown,
+        write_gate_report,
+    )
     from harness.results.store import read_records
 
     metrics = load_gate_config(args.config)

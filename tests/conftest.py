@@ -41,6 +41,17 @@ def sst2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sst2_protocol() -> Path:
+    """The committed SST-2 protocol file."""
+    return REPO_ROOT / "benchmarks" / "sst2" / "protocol.toml"
+
+
+@pytest.fixture(scope="session")
+def prompt_template() -> tuple[str, ...]:
+    return PROMPT_TEMPLATE
+
+
+@pytest.fixture(scope="session")
 def micro_tokenizer():
     from harness.backends.tokenizers import train_bpe_tokenizer
 

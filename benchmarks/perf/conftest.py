@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from harness.tasks.data import load_task_data, make_k_shot_split
-from harness.zo.mezo import MeZO
-from harness.backends.hf import load_model
+from harness.backends.hf import MaskedLMLabelWordHead, load_model
 from harness.backends.tokenizers import load_tokenizer
-from harness.backends.hf import MaskedLMLabelWordHead
-from harness.tasks.objective import Objective
 from harness.tasks.batching import Batch, collate, split_by_length
-from harness.tasks.prompt import label_word_ids, PromptEncoder
+from harness.tasks.data import load_task_data, make_k_shot_split
+from harness.tasks.objective import Objective
+from harness.tasks.prompt import PromptEncoder, label_word_ids
+from harness.zo.mezo import MeZO
 
 PERF_VERSION = 1          # bump when a workload or a benchmark's definition changes
 TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
@@ -64,6 +64,9 @@ class Workload:
     batch: Batch
     buckets: list[Batch]
     info: dict           # goes into every benchmark's extra_info
+    lr: float = LR
+    eps: float = EPS
+    weight_decay: float = WEIGHT_DECAY
 
     def loss(self) -> float:
         return float(self.objective.loss(self.batch))   # float() waits for the device
@@ -88,7 +91,7 @@ def sst2_batch_source():
 
 
 @pytest.fixture(scope="session", params=list(_case_params()))
-def workload(request, sst2_batch_source) -> Workload:
+def workload(request, sst2_batch_source) -> Iterator[Workload]:
     case: PerfCase = request.param
     if case.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
@@ -114,7 +117,8 @@ def workload(request, sst2_batch_source) -> Workload:
         "mezo_workers": engine.workers, "torch_threads": torch.get_num_threads(),
         "attention": model.config._attn_implementation,
     }
-    return Workload(case, objective, trainable, engine, batch, buckets, info)
+    yield Workload(case, objective, trainable, engine, batch, buckets, info)
+    engine.close()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -15,10 +15,8 @@ import torch
 from harness.measure.memory import measure_memory
 from harness.zo.reference_step import reference_style_step
 
-from conftest import EPS, LR, WEIGHT_DECAY, Workload
 
-
-def _run(benchmark, workload: Workload, kind: str, function, *, rounds: int | None = None, warmup_rounds: int = 1,
+def _run(benchmark, workload, kind: str, function, *, rounds: int | None = None, warmup_rounds: int = 1,
          **extra) -> None:
     benchmark.group = workload.case.id
     benchmark.extra_info.update(workload.info, kind=kind, **extra)
@@ -65,8 +63,8 @@ def test_reference_style_step(benchmark, workload):
     """The reference code's step on the same model and batch: 4 passes, reseeded torch.normal per tensor."""
     seeds = itertools.count(1000)
     _run(benchmark, workload, "reference_step",
-         lambda: reference_style_step(workload.trainable, workload.loss, seed=next(seeds), lr=LR, eps=EPS,
-                                      weight_decay=WEIGHT_DECAY))
+         lambda: reference_style_step(workload.trainable, workload.loss, seed=next(seeds), lr=workload.lr,
+                                      eps=workload.eps, weight_decay=workload.weight_decay))
 
 
 def test_perturbation_pass_first(benchmark, workload):
@@ -74,7 +72,7 @@ def test_perturbation_pass_first(benchmark, workload):
     seeds = itertools.count(5000)
     device = workload.batch.input_ids.device
     _run(benchmark, workload, "perturb_first",
-         _synchronised(device, lambda: workload.engine.perturb(next(seeds), EPS)),
+         _synchronised(device, lambda: workload.engine.perturb(next(seeds), workload.eps)),
          bytes_per_pass=2 * workload.info["parameter_bytes"])
 
 
@@ -82,9 +80,9 @@ def test_perturbation_pass_repeat(benchmark, workload):
     """The same seed again: the step's second and third passes (redrawn on all workers on CPU)."""
     signs = itertools.cycle((-1.0, 1.0))
     device = workload.batch.input_ids.device
-    workload.engine.perturb(4999, EPS)
+    workload.engine.perturb(4999, workload.eps)
     _run(benchmark, workload, "perturb_repeat",
-         _synchronised(device, lambda: workload.engine.perturb(4999, next(signs) * EPS)),
+         _synchronised(device, lambda: workload.engine.perturb(4999, next(signs) * workload.eps)),
          bytes_per_pass=2 * workload.info["parameter_bytes"])
 
 
@@ -94,8 +92,8 @@ def test_peak_memory(benchmark, workload):
     memory = {}
 
     def measure():
-        memory.update(measure_memory(workload.objective, workload.trainable, workload.batch, lr=LR, eps=EPS,
-                                     weight_decay=WEIGHT_DECAY, dropout=False,
+        memory.update(measure_memory(workload.objective, workload.trainable, workload.batch, lr=workload.lr,
+                                     eps=workload.eps, weight_decay=workload.weight_decay, dropout=False,
                                      phases=("inference", "mezo_step", "reference_mezo_step")))
 
     _run(benchmark, workload, "peak_memory", measure, rounds=1, warmup_rounds=0)

@@ -20,23 +20,23 @@ class BackendEntry:
     name: str
     target: str                         # "module:Class" implementing harness.backends.base.Backend
     label: str                          # its name in messages
-    description: str
     heads: tuple[str, ...]              # variant heads it serves
     parameter_sets: tuple[str, ...]     # variant parameter sets it can train
     lm_decoders: tuple[str, ...]        # protocol `lm_decoder` values its model class supports
+    limits: str = ""                    # why it serves only these, for error messages
     requires: tuple[str, ...] = ()      # optional packages it imports
 
 
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in [
-        BackendEntry("hf", "harness.backends.hf:HFBackend", "Hugging Face", "transformers' RobertaForMaskedLM",
+        BackendEntry("hf", "harness.backends.hf:HFBackend", "Hugging Face",
                      heads=("mlm", "cls"), parameter_sets=("full", "lora", "lora+lm-head", "lm-head"),
                      lm_decoders=("tied", "untied")),
-        # SGLang's model class ties the decoder to the word embeddings and runs inference only.
         BackendEntry("sglang", "harness.backends.sglang.backend:SGLangBackend", "SGLang",
-                     "SGLang's in-process ModelRunner (ragged batches, RadixAttention)",
-                     heads=("mlm",), parameter_sets=("full",), lm_decoders=("tied",), requires=("sglang",)),
+                     heads=("mlm",), parameter_sets=("full",), lm_decoders=("tied",),
+                     limits="its model class ties the decoder to the word embeddings and runs inference only",
+                     requires=("sglang",)),
     ]
 }
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from harness.zo.mezo import MeZO
-from harness.tasks.objective import Objective
 from harness.tasks.batching import Batch
+from harness.tasks.objective import Objective
+from harness.zo.mezo import MeZO
 
 PHASES = ("inference", "mezo_step", "first_order_step")
 # Also measurable on request (the performance benchmarks): the reference code's step.

@@ -25,12 +25,12 @@ from array import array
 import torch
 import torch.nn.functional as F
 
-from harness.measure.memory import PeakMeter
-from harness.zo.mezo import MeZO
-from harness.tasks.batching import Batch
-from harness.backends.sglang.runner import SGLangMaskedLM, ragged_sequences
 from harness.backends.base import cpu_state_copy
+from harness.backends.sglang.runner import SGLangMaskedLM, ragged_sequences
+from harness.measure.memory import PeakMeter
 from harness.measure.throughput import Clock
+from harness.tasks.batching import Batch
+from harness.zo.mezo import MeZO
 
 
 def simulated_hits(step_batches: list[list[list[int]]], train_sequences: list[list[int]]) -> dict:

@@ -16,10 +16,15 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
-from harness.protocol.settings import DEVICE_KINDS, RunSettings, invalid, is_int, is_number
+from harness.protocol.settings import (
+    DEVICE_KINDS,
+    RunSettings,
+    invalid,
+    is_int,
+    is_number,
+)
 from harness.protocol.variants import VARIANTS, Variant
 from harness.tasks.spec import TASKS
-
 
 SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 DEFAULTS_KEYS = SETTINGS_KEYS + ("variants",)

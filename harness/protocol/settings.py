@@ -18,12 +18,16 @@ import json
 import math
 from dataclasses import dataclass
 
-from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT
+from harness.backends.model_specs import (
+    RANDOM_INIT_CONFIGS,
+    RANDOM_INIT_PREFIX,
+    TRAINED_BPE_PREFIX,
+)
+from harness.backends.registry import backend_entry
 from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
-from harness.backends.registry import backend_entry
-from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX, TRAINED_BPE_PREFIX
 from harness.protocol.variants import Variant
+from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT
 
 DEVICE_KINDS = ("cpu", "cuda")
 
@@ -121,7 +125,7 @@ class RunSettings:
             if (not isinstance(values, tuple) or not values or len(set(values)) != len(values)
                     or not all(is_number(v) and v >= 0 and not (minimum_exclusive and v == 0) for v in values)):
                 invalid(name, "must be a " + ("positive number" if minimum_exclusive else "number >= 0")
-                      + " or a non-empty list of distinct ones", values)
+                        + " or a non-empty list of distinct ones", values)
         if not is_number(self.sparsity_threshold) or self.sparsity_threshold <= 0:
             invalid("sparsity_threshold", "must be a positive number", self.sparsity_threshold)
         if self.lm_decoder not in LM_DECODERS:
@@ -176,7 +180,7 @@ class RunSettings:
         backend = backend_entry(variant.backend)
         if self.lm_decoder not in backend.lm_decoders:
             invalid("lm_decoder", f"must be {' or '.join(map(json.dumps, backend.lm_decoders))} for the "
-                    f"{backend.label} backend", self.lm_decoder)
+                    f"{backend.label} backend ({backend.limits})", self.lm_decoder)
         if variant.parameters in ("lm-head", "lora+lm-head") and self.lm_decoder != "untied":
             invalid("lm_decoder", f"must be \"untied\" for {variant.name!r}: it trains the LM head, whose decoder "
                   "is its own parameter in the reference", self.lm_decoder)

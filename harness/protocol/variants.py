@@ -64,7 +64,8 @@ class Variant:
         backend = BACKENDS[self.backend]
         if self.head not in backend.heads or self.parameters not in backend.parameter_sets:
             raise ValueError(f"{where}: the {backend.label} backend serves heads {backend.heads} with parameter "
-                             f"sets {backend.parameter_sets}, not {self.head!r} with {self.parameters!r}")
+                             f"sets {backend.parameter_sets} ({backend.limits or 'its model class'}), "
+                             f"not {self.head!r} with {self.parameters!r}")
         if not self.description or not self.label:
             raise ValueError(f"{where}: description and label must be non-empty")
 

@@ -40,7 +40,13 @@ from harness.recipes.train import TrainResult, train_first_order, train_mezo
 from harness.results import schema
 from harness.results.schema import SCHEMA_VERSION
 from harness.results.store import new_run_id, record_path, utc_now, write_record
-from harness.tasks.batching import Batch, EncodedExample, EpochSampler, collate, eval_batches
+from harness.tasks.batching import (
+    Batch,
+    EncodedExample,
+    EpochSampler,
+    collate,
+    eval_batches,
+)
 from harness.tasks.data import KShotSplit, TaskData, load_task_data, make_k_shot_split
 from harness.tasks.objective import Objective
 from harness.tasks.prompt import PromptEncoder, label_word_ids
@@ -129,7 +135,7 @@ class _Resolved:
 
 @dataclass(frozen=True)
 class _Data:
-    data: TaskData
+    task_data: TaskData
     split: KShotSplit
     tokenizer: LoadedTokenizer
     label_ids: list[int]
@@ -137,7 +143,7 @@ class _Data:
 
 
 @dataclass(frozen=True)
-class _Model:
+class _ModelSetup:
     loaded: LoadedModel
     objective: Objective
     batches: dict[str, list[Batch]]            # "train", "dev", "test" -> evaluation batches
@@ -160,14 +166,14 @@ def execute_run(request: RunRequest) -> Path:
     started_at, wall_started = utc_now(), time.perf_counter()
     run = _resolve_point(request)
     data = _setup_data(run, request)
-    model = _setup_model(run, data)
-    header = _record_header(run, data, model, started_at)
+    setup = _setup_model(run, data)
+    header = _record_header(run, data, setup, started_at)
     path = record_path(request.out_dir, run.protocol.task, run.protocol.name, run.protocol.version, run.profile,
                        header["run_id"])
     try:
-        trained = _train(run, model, request)
-        memory, radix = _measure(run, data, model, request)
-        test_accuracy = _test_best_dev(model, trained.result)
+        trained = _train(run, setup, request)
+        memory, radix = _measure(run, data, setup, request)
+        test_accuracy = _test_best_dev(setup, trained.result)
     except Exception as error:
         write_record(_failed_record(header, error, wall_started), path)
         raise
@@ -208,11 +214,11 @@ def _setup_data(run: _Resolved, request: RunRequest) -> _Data:
     return _Data(data, split, tokenizer, label_ids, encoded)
 
 
-def _setup_model(run: _Resolved, data: _Data) -> _Model:
+def _setup_model(run: _Resolved, data: _Data) -> _ModelSetup:
     """The variant's model and objective, the batches, and the parameters to perturb: the
     trainable groups the liveness check finds live (all of them if the settings say so)."""
     settings, variant, backend, point, device = run.settings, run.variant, run.backend, run.point, run.device
-    loaded = backend.build_model(variant, settings, data.tokenizer.tokenizer, data.data.task.num_labels, device,
+    loaded = backend.build_model(variant, settings, data.tokenizer.tokenizer, data.task_data.task.num_labels, device,
                                  point.seed)
     model = loaded.model
     if max(len(e.input_ids) for e in data.encoded["test"]) + 2 > model.config.max_position_embeddings:
@@ -228,10 +234,10 @@ def _setup_model(run: _Resolved, data: _Data) -> _Model:
     liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps,
                               seed=point.seed)
     perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
-    return _Model(loaded, objective, batches, sampler, trainable, liveness, perturbed)
+    return _ModelSetup(loaded, objective, batches, sampler, trainable, liveness, perturbed)
 
 
-def _record_header(run: _Resolved, data: _Data, model: _Model, started_at) -> schema.RecordHeader:
+def _record_header(run: _Resolved, data: _Data, setup: _ModelSetup, started_at) -> schema.RecordHeader:
     """The record's identity, point and provenance, known before training starts."""
     protocol, settings, variant, point = run.protocol, run.settings, run.variant, run.point
     split = data.split
@@ -249,26 +255,26 @@ def _record_header(run: _Resolved, data: _Data, model: _Model, started_at) -> sc
         k=point.k,
         seed=point.seed,
         hyperparameters=run_hyperparameters(settings, point),
-        data=schema.Data(source=data.data.source, source_sha256=data.data.source_sha256,
+        data=schema.Data(source=data.task_data.source, source_sha256=data.task_data.source_sha256,
                          split_sha256=split.sha256(), split_sizes={n: len(split.lines[n]) for n in split.lines}),
-        model=schema.Model(**model.loaded.info, trainable_parameters=sum(p.numel() for _, p in model.trainable),
-                           updated_parameters=sum(p.numel() for _, p in model.perturbed)),
+        model=schema.Model(**setup.loaded.info, trainable_parameters=sum(p.numel() for _, p in setup.trainable),
+                           updated_parameters=sum(p.numel() for _, p in setup.perturbed)),
         tokenizer=data.tokenizer.info,
-        liveness=schema.Liveness(groups=len(model.liveness.live) + len(model.liveness.dead),
-                                 dead_groups=model.liveness.dead,
+        liveness=schema.Liveness(groups=len(setup.liveness.live) + len(setup.liveness.dead),
+                                 dead_groups=setup.liveness.dead,
                                  dead_groups_perturbed=settings.perturb_dead_parameters),
         environment=schema.Environment(packages=package_versions(), device=device_info(run.device)),
         git=git_state(),
     )
 
 
-def _train(run: _Resolved, model: _Model, request: RunRequest) -> _Trained:
+def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest) -> _Trained:
     """Zero-shot accuracy and the training-set loss, then training (MeZO or first-order), then
     the training-set loss again."""
-    settings, point, variant, objective, batches = run.settings, run.point, run.variant, model.objective, model.batches
+    settings, point, variant, objective, batches = run.settings, run.point, run.variant, setup.objective, setup.batches
     zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
     train_loss_start = objective.mean_cross_entropy(batches["train"])
-    common = dict(objective=objective, trainable=model.perturbed, sampler=model.sampler, dev_batches=batches["dev"],
+    common = dict(objective=objective, trainable=setup.perturbed, sampler=setup.sampler, dev_batches=batches["dev"],
                   steps=settings.steps, lr=point.lr, weight_decay=point.weight_decay,
                   lr_schedule=settings.lr_schedule, eval_every=settings.eval_every, seed=point.seed,
                   progress=request.progress)
@@ -281,28 +287,28 @@ def _train(run: _Resolved, model: _Model, request: RunRequest) -> _Trained:
     return _Trained(zero_shot, train_loss_start, result, train_loss_end)
 
 
-def _measure(run: _Resolved, data: _Data, model: _Model, request: RunRequest) -> tuple[dict, dict | None]:
+def _measure(run: _Resolved, data: _Data, setup: _ModelSetup, request: RunRequest) -> tuple[dict, dict | None]:
     """(memory per phase, RadixAttention or None): each a result or {"error": ...}."""
     settings, point, backend, device = run.settings, run.point, run.backend, run.device
     pad_id = data.tokenizer.tokenizer.pad_token_id
-    memory = (measure_memory(model.objective, model.perturbed,
+    memory = (measure_memory(setup.objective, setup.perturbed,
                              collate(data.encoded["train"][:point.batch_size], pad_id, device),
                              lr=point.lr, eps=point.eps, weight_decay=point.weight_decay, dropout=settings.dropout,
                              phases=backend.memory_phases, in_process=backend.memory_in_process)
               if request.measure_memory else schema.MeasurementError(error="not measured (--no-memory)"))
-    radix = (measure_radix_for_run(model.loaded.model, data.encoded["train"], point.batch_size, point.seed, pad_id,
+    radix = (measure_radix_for_run(setup.loaded.model, data.encoded["train"], point.batch_size, point.seed, pad_id,
                                    device, point.eps)
              if backend.measures_prefix_cache else None)
     return memory, radix
 
 
-def _test_best_dev(model: _Model, result: TrainResult) -> float | None:
+def _test_best_dev(setup: _ModelSetup, result: TrainResult) -> float | None:
     """Test accuracy of the best-dev checkpoint; None for a run that diverged before its
     first evaluation (it has none)."""
     if result.best_state is None:
         return None
-    model.loaded.model.load_state_dict(result.best_state)
-    return model.objective.accuracy(model.batches["test"])
+    setup.loaded.model.load_state_dict(result.best_state)
+    return setup.objective.accuracy(setup.batches["test"])
 
 
 def _failed_record(header: schema.RecordHeader, error: Exception, wall_started: float) -> schema.FailedRecord:

@@ -5,7 +5,8 @@ tolerance, and conditions a record must meet to count (protocol version or hash,
 hardware, profile, steps, seeds). Only complete grids count: every grid point of every seed
 (the record's `protocol.grid`) has a completed or diverged run. Verdicts are computed, never
 typed: reproduced, refuted, or not measured with what is missing; one reached on a
-random-init model says so.
+random-init model says so. A test-accuracy claim selects over a grid (best dev per seed), so
+the records that count must resolve to one grid (one protocol hash): such a claim names a profile.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
-from harness.results.selection import best_dev_per_seed, field_value, grid_point, grid_points, hardware_class, selectable
+from harness.results.selection import (
+    best_dev_per_seed,
+    field_value,
+    grid_point,
+    grid_points,
+    hardware_class,
+    selectable,
+)
 
 RANDOM_INIT = "random-init:"
 

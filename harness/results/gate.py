@@ -5,7 +5,11 @@ batch size, eps, weight decay),
 the latest record of each side winning. Each metric of benchmarks/gate.toml is compared
 with its direction and tolerance. Runs only in the baseline ("removed") and runs that
 completed in the baseline but failed in the candidate ("newly failing") are regressions
-too; runs only in the candidate are listed as added.
+too; runs only in the candidate are listed as added. A candidate with nothing comparable to
+the baseline (e.g. a new protocol version) is a regression: a gate that compares nothing must
+not pass. A metric's `noise_floor` (in its unit) is a change that never counts (memory: 2 MiB,
+as the memory each phase adds is gated, not the peak). `mezo-bench gate` exits 1 on any
+regression, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import HarnessError
-from harness.results.selection import field_value, grid_point, hardware_class
 from harness.core.files import atomic_write_text, check_keys, read_toml
+from harness.results.selection import field_value, grid_point, hardware_class
 
 METRIC_KEYS = ("path", "direction", "kind", "tolerance", "noise_floor", "only")
 

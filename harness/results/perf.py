@@ -59,6 +59,9 @@ def machine_label(machine_info: dict) -> str:
 
 
 def load_benchmark_json(path: Path) -> dict:
+    """A pytest-benchmark JSON of benchmarks/perf (machine and commit info, datetime, at least one
+    benchmark, each with its `kind` in extra_info); anything else is refused, naming the file and
+    the field, before anything is written."""
     try:
         run = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:

@@ -14,9 +14,9 @@ from pathlib import Path
 from harness.core.files import atomic_write_text
 from harness.core.stats import mean, population_std
 from harness.core.text import slug
+from harness.protocol.variants import VARIANTS
 from harness.results.figures import pyplot, save_figure
 from harness.results.selection import best_dev_per_seed, hardware_class, selectable
-from harness.protocol.variants import VARIANTS
 
 GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k")
 SELECTION_KEYS = ("task", "protocol", "version", "profile", "hardware", "model")

@@ -207,7 +207,7 @@ class Sparsity(TypedDict):
 
 class _ThroughputRequired(TypedDict):
     steps_per_second: float       # training steps per second of training time
-    train_seconds: float          # training time: forward + update + evaluation, s
+    train_seconds: float          # training time: forward + update, evaluation excluded, s
     eval_seconds: float           # dev evaluation time during training, s
 
 
@@ -224,9 +224,10 @@ class Throughput(_ThroughputRequired, total=False):
 
 
 class ZStream(TypedDict):
-    """How MeZO drew z (harness.zo.mezo)."""
+    """How MeZO drew z (harness.zo.z_stream)."""
     stream: str                   # "sequential" (one generator stream, CPU) or "per-chunk" (CUDA)
-    chunk_elements: int           # per-chunk stream: elements per chunk
+    chunk_elements: int | None    # elements per chunk (both streams cut parameters into chunks on CPU);
+                                  # None where whole tensors are drawn
 
 
 class _MemoryPhaseRequired(TypedDict):

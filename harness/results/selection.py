@@ -20,10 +20,6 @@ def hardware_class(record: dict) -> str:
     return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
 
 
-def completed(records: list[dict]) -> list[dict]:
-    return [r for r in records if r.get("status") == "completed"]
-
-
 def selectable(records: list[dict]) -> list[dict]:
     """Runs that are points of their grid: completed, or diverged (stopped at a non-finite loss)."""
     return [r for r in records if r.get("status") in ("completed", "diverged")]

@@ -11,7 +11,6 @@ the run fails with an error naming the word and its pieces.
 
 from __future__ import annotations
 
-
 from harness.core.errors import HarnessError
 from harness.tasks.batching import EncodedExample
 from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT, Example

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.zo.z_stream import (CHUNK_ELEMENTS, Chunk, ZStream, chunk_bounds, chunked_draws_match,
-                                 make_z_stream)
-
-# The last three are z_stream's, still importable from here.
-__all__ = ["MeZO", "MezoStepResult", "NO_DECAY_NAME_PARTS", "CHUNK_ELEMENTS", "chunk_bounds", "chunked_draws_match"]
+from harness.zo.z_stream import CHUNK_ELEMENTS, Chunk, ZStream, make_z_stream
 
 # Weight decay skips parameters whose name contains one of these, the rule of MeZO's
 # `large_models/trainer.py` (zo_update); it is case-sensitive, so HF RoBERTa's "LayerNorm"

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import RobertaConfig, RobertaForMaskedLM
 
-from harness.core.errors import HarnessError
-from harness.backends.model_specs import RANDOM_INIT_CONFIGS
 from harness.backends.hf import load_model
+from harness.backends.model_specs import RANDOM_INIT_CONFIGS
 from harness.backends.tokenizers import load_tokenizer
+from harness.core.errors import HarnessError
 
 CPU = torch.device("cpu")
 

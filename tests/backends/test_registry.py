@@ -1,6 +1,7 @@
 """The backend registry and contract: backends by name, imported lazily, each satisfying
 harness.backends.base.Backend and agreeing with what its registry entry declares."""
 
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from harness.core.errors import HarnessError
 
 
 def test_choosing_a_backend_imports_nothing_heavy_until_it_is_used():
-    code = ("import sys; import harness.backends.registry, harness.protocol; "
+    code = ("import sys; import harness.backends.registry, harness.protocol.loading, harness.protocol.variants, "
+            "harness.results.report, harness.results.claims, harness.results.gate; "
             "print(sorted(m for m in ('torch', 'transformers', 'sglang') if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"
@@ -39,3 +41,13 @@ def test_every_entry_points_at_a_class_of_its_name():
         assert source is not None, f"{name}: module {module} not found"
         assert f"class {cls}" in open(source.origin).read()
         assert entry.heads and entry.parameter_sets and entry.lm_decoders
+
+
+def test_each_backend_class_agrees_with_its_entry_and_the_memory_phases():
+    from harness.measure.memory import PHASES
+
+    for name in BACKENDS:
+        module, cls = BACKENDS[name].target.split(":")
+        backend = getattr(importlib.import_module(module), cls)   # the class: SGLang itself is imported lazily
+        assert backend.name == name
+        assert set(backend.memory_phases) <= set(PHASES) and "inference" in backend.memory_phases

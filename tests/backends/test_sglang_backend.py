@@ -17,15 +17,18 @@ if os.environ.get("MEZO_BENCH_REQUIRE_SGLANG") == "1":
 else:
     pytest.importorskip("sglang")
 
-from harness.zo.mezo import MeZO  # noqa: E402
+from harness.backends.sglang.runner import (  # noqa: E402
+    SGLangLabelWordHead,
+    SGLangMaskedLM,
+    ragged_sequences,
+)
+from harness.measure import radix  # noqa: E402
+from harness.protocol.loading import load_protocol  # noqa: E402
 from harness.tasks.objective import Objective  # noqa: E402
 from harness.tasks.prompt import label_word_ids  # noqa: E402
-from harness.protocol.loading import load_protocol  # noqa: E402
-from harness.measure import radix  # noqa: E402
-from harness.backends.sglang.runner import SGLangLabelWordHead, SGLangMaskedLM, ragged_sequences  # noqa: E402
+from harness.zo.mezo import MeZO  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-PROTOCOL = REPO / "benchmarks" / "sst2" / "protocol.toml"
 LOGIT_TOLERANCE = 1e-6   # fp32 CPU; measured max error ~2e-8
 
 
@@ -143,10 +146,10 @@ def test_sglang_prefix_cache_on_this_model_fails_on_the_minus_pass(micro_batch, 
 
 
 @pytest.fixture(scope="module")
-def short_protocol(tmp_path_factory):
+def short_protocol(sst2_protocol, tmp_path_factory):
     folder = tmp_path_factory.mktemp("protocol")
     path = folder / "protocol.toml"
-    shutil.copy(PROTOCOL, path)
+    shutil.copy(sst2_protocol, path)
     path.write_text(path.read_text().replace("steps = 400\neval_every = 100\n", "steps = 6\neval_every = 3\n"))
     load_protocol(path).write_lock()
     return path

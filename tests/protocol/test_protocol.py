@@ -10,14 +10,12 @@ from harness.core.errors import HarnessError
 from harness.protocol.loading import load_protocol
 from harness.protocol.variants import VARIANTS
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "protocol.toml"
-
 
 @pytest.fixture
-def protocol_copy(tmp_path):
+def protocol_copy(sst2_protocol, tmp_path):
     """A writable copy of the sst2 protocol and its lock."""
-    shutil.copy(PROTOCOL, tmp_path / "protocol.toml")
-    shutil.copy(PROTOCOL.with_name("protocol.lock.json"), tmp_path / "protocol.lock.json")
+    shutil.copy(sst2_protocol, tmp_path / "protocol.toml")
+    shutil.copy(sst2_protocol.with_name("protocol.lock.json"), tmp_path / "protocol.lock.json")
     return tmp_path / "protocol.toml"
 
 
@@ -27,8 +25,8 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def test_paper_mezo_is_the_published_protocol():
-    paper = load_protocol(PROTOCOL).run_settings("paper", "hf-mlm")
+def test_paper_mezo_is_the_published_protocol(sst2_protocol):
+    paper = load_protocol(sst2_protocol).run_settings("paper", "hf-mlm")
     assert paper.model == "roberta-large"
     assert paper.k == (16, 512)
     assert paper.seeds == (13, 21, 42, 87, 100)
@@ -42,8 +40,8 @@ def test_paper_mezo_is_the_published_protocol():
     assert paper.label_words == (" terrible", " great")
 
 
-def test_paper_lora_and_ft_grids_are_table_15():
-    protocol = load_protocol(PROTOCOL)
+def test_paper_lora_and_ft_grids_are_table_15(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     lora = protocol.run_settings("quick", "hf-mlm-lora")          # the method as described
     assert lora.weight_decay == (0.1,) and lora.eps == (1e-3,)
     assert (lora.lora_r, lora.lora_alpha, lora.lora_targets) == (8, 16, ("query", "value"))
@@ -61,14 +59,14 @@ def test_paper_lora_and_ft_grids_are_table_15():
     assert protocol.run_settings("paper", "hf-mlm-acc").k == (512,)   # Table 3 reports k=512 only
 
 
-def test_paper_profile_runs_only_variants_with_a_published_number():
-    protocol = load_protocol(PROTOCOL)
+def test_paper_profile_runs_only_variants_with_a_published_number(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     assert set(protocol.profile_variants["paper"]) == {"hf-mlm", "hf-mlm-lora-ref", "hf-mlm-lora-ref-merged",
                                                       "hf-ft", "hf-mlm-acc"}
 
 
-def test_prompt_ablation_has_its_own_grid_with_eps_and_weight_decay():
-    protocol = load_protocol(PROTOCOL)
+def test_prompt_ablation_has_its_own_grid_with_eps_and_weight_decay(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     assert protocol.profile_variants["prompt-ablation"] == ("hf-mlm", "hf-cls")
     for name in ("hf-mlm", "hf-cls"):
         settings = protocol.run_settings("prompt-ablation", name)
@@ -81,8 +79,8 @@ def test_prompt_ablation_has_its_own_grid_with_eps_and_weight_decay():
     assert protocol.run_settings("prompt-ablation", "hf-cls").template == ("<s>", "{sentence}", "</s>")
 
 
-def test_layering_defaults_profile_variant_override():
-    protocol = load_protocol(PROTOCOL)
+def test_layering_defaults_profile_variant_override(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     assert protocol.run_settings("paper", "hf-ft").steps == 1000            # [variants] beats [profiles]
     assert protocol.run_settings("smoke", "hf-ft").steps == 200             # [profiles.overrides] beats [variants]
     assert protocol.run_settings("smoke", "hf-mlm").steps == 400            # [profiles] beats [defaults]
@@ -90,12 +88,12 @@ def test_layering_defaults_profile_variant_override():
     assert set(protocol.profile_variants["smoke"]) == set(VARIANTS)
 
 
-def test_committed_protocol_matches_its_lock():
-    load_protocol(PROTOCOL).check_lock()
+def test_committed_protocol_matches_its_lock(sst2_protocol):
+    load_protocol(sst2_protocol).check_lock()
 
 
-def test_auto_profile_depends_on_device():
-    protocol = load_protocol(PROTOCOL)
+def test_auto_profile_depends_on_device(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     assert protocol.resolve_profile_name("auto", "cpu") == "smoke"
     assert protocol.resolve_profile_name("auto", "cuda") == "quick"
 
@@ -195,8 +193,8 @@ def test_bad_values_name_the_field(protocol_copy, old, new, message):
         load_protocol(protocol_copy)
 
 
-def test_unknown_profile_and_variant_list_the_known_ones():
-    protocol = load_protocol(PROTOCOL)
+def test_unknown_profile_and_variant_list_the_known_ones(sst2_protocol):
+    protocol = load_protocol(sst2_protocol)
     with pytest.raises(HarnessError, match=r"unknown profile 'fast' .* profiles: paper, prompt-ablation, quick, smoke"):
         protocol.run_settings("fast", "hf-mlm")
     with pytest.raises(HarnessError, match=r"variant 'hf-x' is not part of profile 'smoke'"):

@@ -10,7 +10,6 @@ import pytest
 from harness.cli import main
 from harness.protocol.loading import load_protocol
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "protocol.toml"
 # MeZO's own generated SST-2 k=16 seed-13 split files (issue 10), byte for byte
 SMOKE_SPLIT_SHA256 = {"train": "934595d497443cbea542f9b2762a0c69ca4c4059a627e350dc042293f47b3cc9",
                       "dev": "976005c210e313cb41f8b86dc7c1d75dc652feaab9f86c17aa80305d7f74dd92"}
@@ -31,9 +30,9 @@ def records_under(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def smoke_record(sst2_dir, tmp_path_factory):
+def smoke_record(sst2_protocol, sst2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    assert main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+    assert main(["run", "--protocol", str(sst2_protocol), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
                  "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     [path] = records_under(out)
     return path, json.loads(path.read_text())
@@ -59,13 +58,13 @@ def test_smoke_losses_are_pinned(smoke_record):
 
 
 @pytest.mark.slow
-def test_record_describes_its_run(smoke_record):
+def test_record_describes_its_run(sst2_protocol, smoke_record):
     path, record = smoke_record
-    protocol = load_protocol(PROTOCOL)
+    protocol = load_protocol(sst2_protocol)
     assert path.parent.parts[-3:] == ("sst2", "sst2-mezo-v3", "smoke")
     assert path.stem == record["run_id"]
     assert record["protocol"] == {"name": "sst2-mezo", "version": 3, "profile": "smoke",
-                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(PROTOCOL),
+                                  "hash": protocol.settings_hash("smoke", "hf-mlm"), "path": str(sst2_protocol),
                                   "grid": {"seeds": [13, 42], "lr": [1e-3], "batch_size": [64], "eps": [1e-3],
                                            "weight_decay": [0.0]}}
     assert record["z_stream"] == {"stream": "sequential", "chunk_elements": 1 << 20}
@@ -114,18 +113,18 @@ def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
         assert digest in out
 
 
-def test_protocol_command_checks_the_lock(capsys):
-    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--check")
+def test_protocol_command_checks_the_lock(sst2_protocol, capsys):
+    code, out, _ = cli(capsys, "protocol", "--protocol", sst2_protocol, "--check")
     assert code == 0 and "matches its lock" in out
-    code, out, _ = cli(capsys, "protocol", "--protocol", PROTOCOL, "--profile", "smoke")
-    assert code == 0 and load_protocol(PROTOCOL).settings_hash("smoke", "hf-ft") in out
+    code, out, _ = cli(capsys, "protocol", "--protocol", sst2_protocol, "--profile", "smoke")
+    assert code == 0 and load_protocol(sst2_protocol).settings_hash("smoke", "hf-ft") in out
 
 
 @pytest.fixture
-def bpe2000_protocol(tmp_path):
+def bpe2000_protocol(sst2_protocol, tmp_path):
     """The smoke profile with a tokenizer too small for ' terrible' to be one token."""
     path = tmp_path / "protocol.toml"
-    shutil.copy(PROTOCOL, path)
+    shutil.copy(sst2_protocol, path)
     path.write_text(path.read_text().replace('tokenizer = "trained-bpe:4096"', 'tokenizer = "trained-bpe:2000"'))
     load_protocol(path).write_lock()
     return path
@@ -170,9 +169,9 @@ RUN = ["run", "--no-progress", "--seed", "13", "--protocol", "{protocol}", "--pr
          "results not found"),
     ],
 )
-def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
+def test_bad_input_gives_one_clear_error_and_writes_nothing(sst2_protocol, argv, message, sst2_dir, tmp_path, capsys, bpe2000_protocol):
     out = tmp_path / "out"
-    places = {"{protocol}": PROTOCOL, "{data}": sst2_dir, "{out}": out, "{tmp}": tmp_path,
+    places = {"{protocol}": sst2_protocol, "{data}": sst2_dir, "{out}": out, "{tmp}": tmp_path,
               "{bpe2000}": bpe2000_protocol}
     if "{malformed}" in argv:
         places["{malformed}"] = malformed_data_dir(tmp_path)
@@ -186,13 +185,13 @@ def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, sst2_
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")
-def test_cuda_without_a_gpu(capsys, tmp_path):
-    code, _, err = cli(capsys, "run", "--protocol", PROTOCOL, "--device", "cuda", "--out", tmp_path / "r")
+def test_cuda_without_a_gpu(sst2_protocol, capsys, tmp_path):
+    code, _, err = cli(capsys, "run", "--protocol", sst2_protocol, "--device", "cuda", "--out", tmp_path / "r")
     assert code == 2 and "--device cuda was given but torch sees no CUDA device" in err
     assert records_under(tmp_path / "r") == []
 
 
-def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monkeypatch):
+def test_a_crash_during_training_leaves_a_failed_record(sst2_protocol, sst2_dir, tmp_path, monkeypatch):
     import harness.recipes.run
 
     def crash(**kwargs):
@@ -200,7 +199,7 @@ def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monk
 
     monkeypatch.setattr(harness.recipes.run, "train_mezo", crash)
     with pytest.raises(RuntimeError, match="simulated out of memory"):
-        main(["run", "--protocol", str(PROTOCOL), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+        main(["run", "--protocol", str(sst2_protocol), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
               "--out", str(tmp_path / "r"), "--no-progress"])
     [path] = records_under(tmp_path / "r")
     record = json.loads(path.read_text())
@@ -210,10 +209,10 @@ def test_a_crash_during_training_leaves_a_failed_record(sst2_dir, tmp_path, monk
 
 
 @pytest.fixture
-def exploding_protocol(tmp_path):
+def exploding_protocol(sst2_protocol, tmp_path):
     """The smoke profile cut to 6 steps with an lr so large that the loss stops being finite."""
     path = tmp_path / "protocol.toml"
-    shutil.copy(PROTOCOL, path)
+    shutil.copy(sst2_protocol, path)
     text = path.read_text().replace("lr = [1e-3]\nsteps = 400\neval_every = 100\n", "lr = [1e30]\nsteps = 6\neval_every = 1\n", 1)
     path.write_text(text)
     load_protocol(path).write_lock()

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from harness.tasks.batching import EpochSampler, eval_batches
 from harness.recipes.train import train_first_order, train_mezo
+from harness.tasks.batching import EpochSampler, eval_batches
 
 CPU = torch.device("cpu")
 

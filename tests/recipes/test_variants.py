@@ -4,25 +4,26 @@ every variant of the smoke profile running end to end."""
 import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
+from harness.backends.hf import (
+    SequenceClassifierHead,
+    apply_lora,
+    as_sequence_classifier,
+    load_model,
+)
 from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.measure.liveness import check_liveness, group_name
 from harness.measure.memory import measure_memory
-from harness.backends.hf import apply_lora, as_sequence_classifier, load_model
-from harness.backends.hf import SequenceClassifierHead
-from harness.tasks.batching import EpochSampler, eval_batches
-from harness.protocol.loading import load_protocol
 from harness.measure.sparsity import summarize_projected_grads
-from harness.recipes.train import train_mezo
+from harness.protocol.loading import load_protocol
 from harness.protocol.variants import VARIANTS
+from harness.recipes.train import train_mezo
+from harness.tasks.batching import EpochSampler, eval_batches
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "protocol.toml"
-TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
 CPU = torch.device("cpu")
 
 
@@ -42,7 +43,7 @@ def test_lora_groups_pair_a_with_b():
     assert group_name("lm_head.dense.bias") == "lm_head.dense"
 
 
-def test_liveness_accepts_live_lora_and_rejects_merged_lora(micro_batch, mlm_objective, micro_corpus, build_micro_model, micro_tokenizer):
+def test_liveness_accepts_live_lora_and_rejects_merged_lora(micro_batch, mlm_objective, build_micro_model, micro_tokenizer):
     model = lora_model(build_micro_model(micro_tokenizer))
     objective = mlm_objective(micro_tokenizer, model)
     _, batch = micro_batch(micro_tokenizer)
@@ -66,7 +67,7 @@ def test_liveness_accepts_live_lora_and_rejects_merged_lora(micro_batch, mlm_obj
         merged.parameters_to_perturb(named, include_dead=False, variant="hf-mlm-lora")
 
 
-def test_an_unused_pooler_is_dead_and_not_perturbed_unless_asked(micro_batch, mlm_objective, micro_corpus, micro_tokenizer, micro_model):
+def test_an_unused_pooler_is_dead_and_not_perturbed_unless_asked(micro_batch, mlm_objective, micro_tokenizer, micro_model):
     from transformers.models.roberta.modeling_roberta import RobertaPooler
 
     micro_model.roberta.pooler = RobertaPooler(micro_model.config)   # as in the reference's model class
@@ -80,7 +81,7 @@ def test_an_unused_pooler_is_dead_and_not_perturbed_unless_asked(micro_batch, ml
     assert report.parameters_to_perturb(named, include_dead=True, variant="hf-mlm") == named
 
 
-def test_liveness_restores_parameters_bit_for_bit(micro_batch, mlm_objective, micro_corpus, micro_tokenizer, micro_model):
+def test_liveness_restores_parameters_bit_for_bit(micro_batch, mlm_objective, micro_tokenizer, micro_model):
     before = {n: p.clone() for n, p in micro_model.named_parameters()}
     objective = mlm_objective(micro_tokenizer, micro_model)
     _, batch = micro_batch(micro_tokenizer)
@@ -95,7 +96,7 @@ def run_micro_mezo(objective, named, tokenizer, encoded, steps=60, lr=1e-3):
                       eps=1e-3, weight_decay=0.0, lr_schedule="constant", eval_every=steps, seed=13, progress=False)
 
 
-def test_lora_mezo_changes_only_adapter_weights(micro_batch, mlm_objective, micro_corpus, build_micro_model, micro_tokenizer):
+def test_lora_mezo_changes_only_adapter_weights(micro_batch, mlm_objective, build_micro_model, micro_tokenizer):
     model = lora_model(build_micro_model(micro_tokenizer))
     before = {n: p.clone() for n, p in model.named_parameters()}
     encoded, _ = micro_batch(micro_tokenizer)
@@ -105,7 +106,7 @@ def test_lora_mezo_changes_only_adapter_weights(micro_batch, mlm_objective, micr
     assert any("lora_B" in name for name in changed)
 
 
-def test_accuracy_objective_gives_zero_gradients_cross_entropy_none(micro_batch, mlm_objective, micro_corpus, build_micro_model, micro_tokenizer):
+def test_accuracy_objective_gives_zero_gradients_cross_entropy_none(micro_batch, mlm_objective, build_micro_model, micro_tokenizer):
     """Pinned on the micro model: -accuracy is flat except where a prediction flips."""
     encoded, _ = micro_batch(micro_tokenizer)
     fractions = {}
@@ -124,7 +125,7 @@ def test_sparsity_summary_pinned():
     assert summary["abs_quantiles"]["p50"] == 1e-9 and summary["abs_quantiles"]["p100"] == 4.0
 
 
-def test_classifier_shares_the_encoder_and_has_a_seeded_head(micro_batch, micro_corpus, micro_tokenizer, micro_model):
+def test_classifier_shares_the_encoder_and_has_a_seeded_head(micro_batch, micro_tokenizer, micro_model):
     a = as_sequence_classifier(micro_model, 2, head_seed=0)
     b = as_sequence_classifier(micro_model, 2, head_seed=0)
     c = as_sequence_classifier(micro_model, 2, head_seed=1)
@@ -136,7 +137,7 @@ def test_classifier_shares_the_encoder_and_has_a_seeded_head(micro_batch, micro_
     assert SequenceClassifierHead(a)(batch).shape == (16, 2)
 
 
-def test_memory_orders_inference_mezo_first_order(micro_batch, mlm_objective, micro_corpus, micro_tokenizer):
+def test_memory_orders_inference_mezo_first_order(micro_batch, mlm_objective, micro_tokenizer):
     """Excess over the pre-phase baseline, each phase in its own child process (CPU)."""
     model = load_model("random-init:tiny", micro_tokenizer, init_seed=0, dtype="float32", device=CPU).model
     objective = mlm_objective(micro_tokenizer, model)
@@ -155,11 +156,11 @@ def test_memory_orders_inference_mezo_first_order(micro_batch, mlm_objective, mi
 
 
 @pytest.fixture(scope="module")
-def short_protocol(tmp_path_factory):
+def short_protocol(sst2_protocol, tmp_path_factory):
     """The smoke profile cut to a few steps, locked as its own version."""
     folder = tmp_path_factory.mktemp("protocol")
     path = folder / "protocol.toml"
-    shutil.copy(PROTOCOL, path)
+    shutil.copy(sst2_protocol, path)
     text = path.read_text()
     text = text.replace("steps = 400\neval_every = 100\n", "steps = 6\neval_every = 3\n")
     text = text.replace("steps = 200\neval_every = 50\n", "steps = 6\neval_every = 3\n")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.claims import Claim, judge, load_claims, load_paper
 from harness.core.errors import HarnessError
+from harness.results.claims import Claim, judge, load_claims, load_paper
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2"
 

@@ -6,7 +6,13 @@ import json
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.results.perf import case_rows, latest_runs, store_run, target_checks, write_perf_report
+from harness.results.perf import (
+    case_rows,
+    latest_runs,
+    store_run,
+    target_checks,
+    write_perf_report,
+)
 
 INFO = {"perf_version": 1, "case": "roberta-base-float32-cpu", "model": "random-init:roberta-base", "dtype": "float32",
         "device": "cpu", "num_parameters": 1000, "parameter_bytes": 4_000_000_000, "real_tokens": 1000,

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.claims import load_paper
 from harness.core.errors import HarnessError
-from harness.results.schema import SCHEMA_VERSION
-from harness.results.store import write_record
+from harness.results.claims import load_paper
 from harness.results.report import summarize, write_report
+from harness.results.schema import SCHEMA_VERSION
 from harness.results.selection import best_dev_per_seed, reference_folder_name
-from harness.results.store import load_records, read_records, upgrade
+from harness.results.store import load_records, read_records, upgrade, write_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "paper.toml"

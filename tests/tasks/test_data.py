@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.tasks.data import DATA_DIR_ENV, load_task_data, make_k_shot_split
 from harness.tasks.spec import SPLITS
-from harness.core.errors import HarnessError
 
 # sha256 of train.tsv / dev.tsv as `mezo-bench splits` writes them (GLUE layout with header): the
 # sha256 of the split files MeZO's own generator wrote from the GLUE release (issue 10).

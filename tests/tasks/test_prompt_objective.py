@@ -3,19 +3,17 @@
 import pytest
 import torch
 
-from harness.tasks.spec import Example
-from harness.core.errors import HarnessError
 from harness.backends.hf import MaskedLMLabelWordHead
+from harness.core.errors import HarnessError
+from harness.tasks.batching import EpochSampler, collate, eval_batches
 from harness.tasks.objective import Objective
-from harness.tasks.batching import collate, EpochSampler, eval_batches
-from harness.tasks.prompt import label_word_ids, PromptEncoder
-
-TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
+from harness.tasks.prompt import PromptEncoder, label_word_ids
+from harness.tasks.spec import Example
 
 
-def test_template_is_lm_bff_layout(micro_tokenizer):
+def test_template_is_lm_bff_layout(prompt_template, micro_tokenizer):
     tok = micro_tokenizer
-    encoded = PromptEncoder(tok, TEMPLATE, 128).encode(Example("a great movie", 1))
+    encoded = PromptEncoder(tok, prompt_template, 128).encode(Example("a great movie", 1))
     expected = ([tok.bos_token_id] + tok.encode("a great movie", add_special_tokens=False)
                 + tok.encode(" It was", add_special_tokens=False) + [tok.mask_token_id]
                 + tok.encode(".", add_special_tokens=False) + [tok.eos_token_id])
@@ -24,9 +22,9 @@ def test_template_is_lm_bff_layout(micro_tokenizer):
     assert encoded.label == 1
 
 
-def test_truncation_shortens_the_sentence_never_the_template(micro_tokenizer):
+def test_truncation_shortens_the_sentence_never_the_template(prompt_template, micro_tokenizer):
     tok = micro_tokenizer
-    encoder = PromptEncoder(tok, TEMPLATE, max_length=12)
+    encoder = PromptEncoder(tok, prompt_template, max_length=12)
     encoded = encoder.encode(Example("the film is a great ride " * 10, 0))
     tail = tok.encode(" It was", add_special_tokens=False) + [tok.mask_token_id] + tok.encode(".", add_special_tokens=False) + [tok.eos_token_id]
     assert len(encoded.input_ids) == 12
@@ -35,9 +33,9 @@ def test_truncation_shortens_the_sentence_never_the_template(micro_tokenizer):
     assert encoded.input_ids[encoded.mask_position] == tok.mask_token_id
 
 
-def test_template_longer_than_max_length(micro_tokenizer):
+def test_template_longer_than_max_length(prompt_template, micro_tokenizer):
     with pytest.raises(HarnessError, match="leaves no room for the sentence"):
-        PromptEncoder(micro_tokenizer, TEMPLATE, max_length=4)
+        PromptEncoder(micro_tokenizer, prompt_template, max_length=4)
 
 
 def test_unknown_special_token_in_template(micro_tokenizer):
@@ -51,8 +49,8 @@ def test_label_words_must_be_single_tokens(micro_tokenizer):
         label_word_ids(micro_tokenizer, (" terrible", " wonderful"))
 
 
-def test_label_word_logits_equal_full_masked_lm_logits(micro_tokenizer, micro_model):
-    encoder = PromptEncoder(micro_tokenizer, TEMPLATE, 64)
+def test_label_word_logits_equal_full_masked_lm_logits(prompt_template, micro_tokenizer, micro_model):
+    encoder = PromptEncoder(micro_tokenizer, prompt_template, 64)
     examples = [Example(s, i % 2) for i, s in enumerate(["a great movie", "the acting was terrible and dull", "great fun"])]
     batch = collate(encoder.encode_all(examples), micro_tokenizer.pad_token_id, torch.device("cpu"))
     label_ids = label_word_ids(micro_tokenizer, (" terrible", " great"))
@@ -64,26 +62,26 @@ def test_label_word_logits_equal_full_masked_lm_logits(micro_tokenizer, micro_mo
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
 
-def encoded_examples(tokenizer, n):
-    encoder = PromptEncoder(tokenizer, TEMPLATE, 64)
+def encoded_examples(tokenizer, template, n):
+    encoder = PromptEncoder(tokenizer, template, 64)
     return encoder.encode_all([Example("great " * (1 + i % 5), i % 2) for i in range(n)])
 
 
-def test_eval_batches_cover_every_example_once(micro_tokenizer):
-    examples = encoded_examples(micro_tokenizer, 10)
+def test_eval_batches_cover_every_example_once(prompt_template, micro_tokenizer):
+    examples = encoded_examples(micro_tokenizer, prompt_template, 10)
     batches = eval_batches(examples, 4, micro_tokenizer.pad_token_id, torch.device("cpu"))
     assert [b.labels.numel() for b in batches] == [4, 4, 2]
     assert sum(b.real_tokens for b in batches) == sum(len(e.input_ids) for e in examples)
 
 
-def test_sampler_uses_the_whole_set_when_it_fits_in_a_batch(micro_tokenizer):
-    sampler = EpochSampler(encoded_examples(micro_tokenizer, 6), 64, 13, micro_tokenizer.pad_token_id, torch.device("cpu"))
+def test_sampler_uses_the_whole_set_when_it_fits_in_a_batch(prompt_template, micro_tokenizer):
+    sampler = EpochSampler(encoded_examples(micro_tokenizer, prompt_template, 6), 64, 13, micro_tokenizer.pad_token_id, torch.device("cpu"))
     assert sampler.next() is sampler.next()
     assert sampler.next().labels.numel() == 6
 
 
-def test_sampler_epochs_visit_each_example_once(micro_tokenizer):
-    encoder = PromptEncoder(micro_tokenizer, TEMPLATE, 64)
+def test_sampler_epochs_visit_each_example_once(prompt_template, micro_tokenizer):
+    encoder = PromptEncoder(micro_tokenizer, prompt_template, 64)
     # Every example has its own length, so a batch row's token count identifies the example.
     examples = encoder.encode_all([Example("great " * n, n % 2) for n in range(1, 11)])
     lengths = sorted(len(e.input_ids) for e in examples)

@@ -5,14 +5,15 @@ draws whole tensors, chunks, or chunks on several threads; and the reference-sty
 import pytest
 import torch
 
-from harness.tasks.spec import Example
-from harness.measure.memory import measure_memory
-from harness.zo.mezo import MeZO, chunk_bounds, chunked_draws_match
 from harness.backends.hf import MaskedLMLabelWordHead
-from harness.tasks.objective import Objective
+from harness.measure.memory import measure_memory
 from harness.tasks.batching import collate
-from harness.tasks.prompt import label_word_ids, PromptEncoder
+from harness.tasks.objective import Objective
+from harness.tasks.prompt import PromptEncoder, label_word_ids
+from harness.tasks.spec import Example
+from harness.zo.mezo import MeZO
 from harness.zo.reference_step import reference_style_step
+from harness.zo.z_stream import chunk_bounds, chunked_draws_match
 
 TEMPLATE = ("<s>", "{sentence}", " It was", "<mask>", ".", "</s>")
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.zo.mezo import MeZO
-from harness.tasks.batching import collate, EpochSampler, eval_batches
 from harness.recipes.train import train_mezo
+from harness.tasks.batching import EpochSampler, collate, eval_batches
+from harness.zo.mezo import MeZO
 
 
 def snapshot(model):
@@ -82,18 +82,23 @@ def test_estimator_is_unbiased_for_the_autograd_gradient(micro_objective, build_
     assert cosine > 0.9
 
 
-def run_loop(micro_objective, model, tokenizer, seed, steps=15, length_buckets=1):
-    objective, encoded = micro_objective(tokenizer, model)
-    device = torch.device("cpu")
-    sampler = EpochSampler(encoded, 3, seed, tokenizer.pad_token_id, device)
-    dev = eval_batches(encoded, 8, tokenizer.pad_token_id, device)
-    return train_mezo(objective=objective, trainable=list(model.named_parameters()), sampler=sampler,
-                      dev_batches=dev, steps=steps, lr=1e-3, eps=1e-3, weight_decay=0.0, lr_schedule="constant", eval_every=5,
-                      seed=seed, length_buckets=length_buckets, progress=False)
+@pytest.fixture
+def run_loop(micro_objective, build_micro_model, micro_tokenizer):
+    """run_loop(seed, steps=15, length_buckets=1): train_mezo on a fresh micro model."""
+    def run(seed, steps=15, length_buckets=1):
+        model = build_micro_model(micro_tokenizer)
+        objective, encoded = micro_objective(micro_tokenizer, model)
+        device, pad_id = torch.device("cpu"), micro_tokenizer.pad_token_id
+        return train_mezo(objective=objective, trainable=list(model.named_parameters()),
+                          sampler=EpochSampler(encoded, 3, seed, pad_id, device),
+                          dev_batches=eval_batches(encoded, 8, pad_id, device), steps=steps, lr=1e-3, eps=1e-3,
+                          weight_decay=0.0, lr_schedule="constant", eval_every=5, seed=seed,
+                          length_buckets=length_buckets, progress=False)
+    return run
 
 
-def test_length_buckets_keep_the_losses_and_pad_less(micro_objective, build_micro_model, micro_tokenizer):
-    plain, bucketed = run_loop(micro_objective, build_micro_model(micro_tokenizer), micro_tokenizer, 13, steps=3), run_loop(micro_objective, build_micro_model(micro_tokenizer), micro_tokenizer, 13, steps=3, length_buckets=2)
+def test_length_buckets_keep_the_losses_and_pad_less(run_loop):
+    plain, bucketed = run_loop(13, steps=3), run_loop(13, steps=3, length_buckets=2)
     # The first step sees the same parameters: its losses agree to float rounding.
     assert bucketed.curve["loss_plus"][0] == pytest.approx(plain.curve["loss_plus"][0], abs=1e-6)
     assert bucketed.curve["loss_minus"][0] == pytest.approx(plain.curve["loss_minus"][0], abs=1e-6)
@@ -101,8 +106,8 @@ def test_length_buckets_keep_the_losses_and_pad_less(micro_objective, build_micr
     assert bucketed.throughput.padded_tokens < plain.throughput.padded_tokens
 
 
-def test_same_seed_same_losses_other_seed_other_losses(micro_objective, build_micro_model, micro_tokenizer):
-    first, again, other = run_loop(micro_objective, build_micro_model(micro_tokenizer), micro_tokenizer, 13), run_loop(micro_objective, build_micro_model(micro_tokenizer), micro_tokenizer, 13), run_loop(micro_objective, build_micro_model(micro_tokenizer), micro_tokenizer, 21)
+def test_same_seed_same_losses_other_seed_other_losses(run_loop):
+    first, again, other = run_loop(13), run_loop(13), run_loop(21)
     assert first.curve["loss_plus"] == again.curve["loss_plus"] and first.projected_grads == again.projected_grads
     assert first.curve["loss_plus"] != other.curve["loss_plus"]
     assert len(first.curve["loss_plus"]) == 15 and len(first.projected_grads) == 15 and [h["step"] for h in first.dev_history] == [5, 10, 15]

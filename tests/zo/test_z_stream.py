@@ -7,8 +7,13 @@ import torch
 
 from harness.tasks.batching import collate
 from harness.zo.mezo import MeZO
-from harness.zo.z_stream import (CHUNK_ELEMENTS, PerChunkStream, SequentialChunkStream, WholeTensorStream,
-                                 make_z_stream)
+from harness.zo.z_stream import (
+    CHUNK_ELEMENTS,
+    PerChunkStream,
+    SequentialChunkStream,
+    WholeTensorStream,
+    make_z_stream,
+)
 
 CHUNK = 32
 # 323, 19, 300, 5 and 320 elements, and a non-contiguous (transposed) 12 x 40: ragged tails,

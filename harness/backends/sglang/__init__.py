@@ -1,5 +1,6 @@
 """The SGLang backend (optional: `pip install 'mezo-bench[sglang]'`).
 
 Nothing here is imported by the rest of the harness until an `sglang-*` variant runs:
-`model` and `runner` import SGLang at module level, `radix` only when it measures.
+`backend` imports SGLang only inside its methods, `model` and `runner` at module level. Its
+RadixAttention measurement is harness.measure.radix.
 """

@@ -87,7 +87,12 @@ def _start_model_runner(model_dir: Path, device: torch.device, dtype: str, max_t
     from sglang.srt.distributed import bootstrap
     from sglang.srt.entrypoints.engine import _set_envs_and_config
     from sglang.srt.model_executor.model_runner import ModelRunner
-    from sglang.srt.runtime_context import SpawnRanks, get_device, publish, spawn_world_rank
+    from sglang.srt.runtime_context import (
+        SpawnRanks,
+        get_device,
+        publish,
+        spawn_world_rank,
+    )
     from sglang.srt.server_args import PortArgs, ServerArgs
 
     register_model()
