@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--perf", type=Path, default=None,
                         help="stored performance runs for the perf table (default: <results>/perf)")
 
+    rebuild = commands.add_parser(
+        "reconstruct", help="rebuild a MeZO run's fine-tuned weights from its trajectory (no forward pass)")
+    rebuild.add_argument("record", type=Path, help="the run's record (its .trajectory.safetensors beside it)")
+    rebuild.add_argument("--step", default="best", help="best (the tested checkpoint), final, or a step number")
+    rebuild.add_argument("--out", type=Path, required=True, help="new folder: safetensors, config, tokenizer")
+    rebuild.add_argument("--data-dir", default=None,
+                         help="the task's data, for the tokenizer (default: $MEZO_BENCH_DATA_DIR, else datasets)")
     perf_store = commands.add_parser("perf-store", help="store a `nox -s perf` benchmark JSON under results/perf/<machine>/")
     perf_store.add_argument("json", type=Path, help="pytest-benchmark JSON written by --benchmark-json")
     perf_store.add_argument("--out", type=Path, default=Path("results/perf"), help="root folder (default: results/perf)")
@@ -220,6 +227,12 @@ def _cmd_report(args) -> None:
         print(path)
 
 
+def _cmd_reconstruct(args) -> None:
+    from harness.recipes.reconstruct import reconstruct
+
+    print(reconstruct(args.record, args.step, args.out, args.data_dir))
+
+
 def _cmd_perf_store(args) -> None:
     from harness.results.perf import store_run
 
@@ -270,7 +283,7 @@ def _cmd_gate(args) -> int:
 
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report": _cmd_report,
             "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol,
-            "perf-store": _cmd_perf_store}
+            "perf-store": _cmd_perf_store, "reconstruct": _cmd_reconstruct}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import traceback
@@ -50,6 +51,7 @@ from harness.tasks.batching import (
 from harness.tasks.data import KShotSplit, TaskData, load_task_data, make_k_shot_split
 from harness.tasks.objective import Objective
 from harness.tasks.prompt import PromptEncoder, label_word_ids
+from harness.zo.trajectory import TRAJECTORY_SUFFIX, Trajectory
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,19 @@ def execute_run(request: RunRequest) -> Path:
     except Exception as error:
         write_record(_failed_record(header, error, wall_started), path)
         raise
-    return write_record(_finished_record(header, run, trained, memory, radix, test_accuracy, wall_started), path)
+    record = _finished_record(header, run, trained, memory, radix, test_accuracy, wall_started)
+    if trained.result.trajectory is not None:
+        record["trajectory"] = _save_trajectory(trained.result.trajectory, path)
+    return write_record(record, path)
+
+
+def _save_trajectory(trajectory: Trajectory, record: Path) -> schema.TrajectoryFile:
+    """The trajectory beside the record: <run id>.trajectory.safetensors."""
+    path = record.with_name(f"{record.stem}{TRAJECTORY_SUFFIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trajectory.save(path)
+    return schema.TrajectoryFile(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                 steps=trajectory.steps)
 
 
 def _resolve_point(request: RunRequest) -> _Resolved:

@@ -28,6 +28,7 @@ from harness.measure.throughput import Clock, Throughput
 from harness.tasks.batching import Batch, EpochSampler, split_by_length
 from harness.tasks.objective import Objective
 from harness.zo.mezo import MeZO
+from harness.zo.trajectory import Trajectory
 
 MAX_CURVE_POINTS = 10_000
 
@@ -52,6 +53,7 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] | None = None
     diverged_at: int | None = None      # the step whose loss was not finite; training stopped there
     z_stream: dict | None = None         # MeZO only: how z was drawn (harness.zo.z_stream)
+    trajectory: Trajectory | None = None   # MeZO only: what replaying the run needs (harness.zo.trajectory)
     steps_done: int = 0
     throughput: Throughput = field(default_factory=Throughput)
 
@@ -99,7 +101,8 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
         step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
         result = TrainResult(curve_stride=curve_stride(steps),
-                             z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements})
+                             z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements},
+                             trajectory=Trajectory.for_engine(engine))
         clock = Clock(trainable[0][1].device)
         objective.model.eval()                      # no dropout in the zeroth-order passes
         bar = _progress_bar(steps, "MeZO", progress)
@@ -118,8 +121,9 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
                 return loss
 
             engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
+            step_seed = int(step_seeds.integers(0, 2**31 - 1))
             step_started = clock.now()
-            out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
+            out = engine.step(loss_on_batch, seed=step_seed)
             step_seconds = clock.now() - step_started
             result.throughput.train_seconds += step_seconds
             step_forward_seconds = result.throughput.forward_seconds - forward_seconds_before
@@ -127,6 +131,7 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
 
             result.steps_done = step
             result.projected_grads.append(out.projected_grad)
+            result.trajectory.append(step_seed, out.projected_grad, engine.lr)
             result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus,
                              projected_grad=out.projected_grad)
             if not math.isfinite(out.projected_grad):

@@ -388,11 +388,23 @@ class _MaybeRadix(_Measured, total=False):
     radix: Radix | MeasurementError  # SGLang only: RadixAttention under MeZO, or why it failed
 
 
-class FinishedRecord(_MaybeRadix):
-    """status "completed" or "diverged" (a diverged run keeps the best-dev checkpoint
-    before the divergence, if any, and stays a point of its grid)."""
+class TrajectoryFile(TypedDict):
+    """The run's MeZO trajectory beside the record (harness.zo.trajectory; `mezo-bench
+    reconstruct` rebuilds the weights from it)."""
+    file: str                     # file name, in the record's folder
+    sha256: str                   # of the file's bytes
+    steps: int                    # steps it holds (the run's steps_done)
+
+
+class _FinishedRequired(_MaybeRadix):
     loss_curve: LossCurve         # per-step training values
     timing: Timing                # wall time
+
+
+class FinishedRecord(_FinishedRequired, total=False):
+    """status "completed" or "diverged" (a diverged run keeps the best-dev checkpoint
+    before the divergence, if any, and stays a point of its grid)."""
+    trajectory: TrajectoryFile    # MeZO runs (records made before trajectories were kept lack it)
 
 
 RunRecord = Union[FinishedRecord, FailedRecord]

@@ -174,3 +174,9 @@ def test_sglang_run_end_to_end_matches_the_pinned_hf_trajectory(short_protocol, 
     assert set(record["memory"]["phases"]) == {"inference", "mezo_step"}
     assert record["throughput"]["padding_fraction"] == 0.0   # ragged batches
     assert record["environment"]["packages"]["sglang"] == "0.5.23"
+    # its weights rebuild on Hugging Face from the trajectory (same parameter names, same z)
+    rebuilt = subprocess.run([sys.executable, "-m", "harness.cli", "reconstruct", str(path), "--step", "final",
+                              "--out", str(tmp_path / "rebuilt"), "--data-dir", str(sst2_dir)],
+                             capture_output=True, text=True, cwd=REPO, env={**os.environ}, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert (tmp_path / "rebuilt" / "model.safetensors").is_file()

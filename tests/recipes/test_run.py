@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 from harness.protocol.loading import load_protocol
@@ -104,6 +105,40 @@ def test_record_describes_its_run(sst2_protocol, smoke_record):
         memory["phases"]["mezo_step"]["peak_bytes"] / memory["phases"]["inference"]["peak_bytes"])
 
 
+@pytest.mark.slow
+def test_reconstruct_rebuilds_the_tested_checkpoint(smoke_record, sst2_dir, tmp_path, capsys):
+    """The best-dev weights rebuilt from the trajectory alone load with from_pretrained and give
+    the record's test accuracy exactly."""
+    from transformers import AutoTokenizer, RobertaForMaskedLM
+
+    from harness.backends.hf import MaskedLMLabelWordHead
+    from harness.protocol.loading import load_protocol
+    from harness.tasks.batching import eval_batches
+    from harness.tasks.data import load_task_data, make_k_shot_split
+    from harness.tasks.objective import Objective
+    from harness.tasks.prompt import PromptEncoder, label_word_ids
+
+    path, record = smoke_record
+    assert record["trajectory"]["steps"] == 400
+    assert (path.parent / record["trajectory"]["file"]).stat().st_size < 400 * 24 + 4096   # 24 bytes a step + header
+    out = tmp_path / "rebuilt"
+    code, _, err = cli(capsys, "reconstruct", path, "--step", "best", "--out", out, "--data-dir", sst2_dir)
+    assert code == 0, err
+    model, tokenizer = RobertaForMaskedLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    settings = load_protocol(record["protocol"]["path"]).run_settings("smoke", "hf-mlm")
+    split = make_k_shot_split(load_task_data("sst2", sst2_dir), 16, 13)
+    test = PromptEncoder(tokenizer, settings.template, settings.max_length).encode_all(split.examples("test"))
+    objective = Objective(MaskedLMLabelWordHead(model, label_word_ids(tokenizer, settings.label_words)))
+    batches = eval_batches(test, settings.eval_batch_size, tokenizer.pad_token_id, torch.device("cpu"))
+    assert objective.accuracy(batches) == record["metrics"]["test_accuracy"]
+    assert json.loads((out / "reconstruct.json").read_text())["step"] == record["metrics"]["best_step"]
+
+    code, _, err = cli(capsys, "reconstruct", path, "--out", out, "--data-dir", sst2_dir)
+    assert code == 2 and "exists and is not an empty folder" in err
+    code, _, err = cli(capsys, "reconstruct", path, "--step", "401", "--out", tmp_path / "x", "--data-dir", sst2_dir)
+    assert code == 2 and "--step must be best, final or a step in 0..400" in err
+
+
 def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
     code, out, _ = cli(capsys, "splits", "--task", "sst2", "--k", 16, "--seed", 13, "--data-dir", sst2_dir,
                        "--out", tmp_path / "16-13")
@@ -165,6 +200,7 @@ RUN = ["run", "--no-progress", "--seed", "13", "--protocol", "{protocol}", "--pr
          "data directory not found"),
         (["report", "--results", "{tmp}/no-results", "--out", "{out}"], "results not found"),
         (["claims", "--results", "{tmp}/no-results"], "results not found"),
+        (["reconstruct", "{tmp}/none.json", "--out", "{out}"], "not a readable run record"),
         (["gate", "--baseline", "{tmp}/no-results", "--candidate", "{tmp}/no-results", "--out", "{out}"],
          "results not found"),
     ],
