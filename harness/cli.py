@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--perf", type=Path, default=None,
                         help="stored performance runs for the perf table (default: <results>/perf)")
 
+    plan = commands.add_parser("plan", help="runs, steps, forward passes and estimated device-hours of a grid")
+    plan.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    plan.add_argument("--profile", default="paper", help="profile to plan (default: paper)")
+    plan.add_argument("--variant", action="append", dest="variants", help="only this variant (repeatable)")
+    plan.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="device to estimate for (default: cuda)")
+    plan.add_argument("--perf", type=Path, default=Path("results/perf"),
+                      help="stored performance runs (default: results/perf)")
+
     rebuild = commands.add_parser(
         "reconstruct", help="rebuild a MeZO run's fine-tuned weights from its trajectory (no forward pass)")
     rebuild.add_argument("record", type=Path, help="the run's record (its .trajectory.safetensors beside it)")
@@ -227,6 +235,15 @@ def _cmd_report(args) -> None:
         print(path)
 
 
+def _cmd_plan(args) -> None:
+    from harness.protocol.loading import load_protocol
+    from harness.results.plan import plan, to_text
+
+    protocol = load_protocol(args.protocol)
+    print(f"{protocol.name} v{protocol.version}, profile {args.profile}, on {args.device}:")
+    print(to_text(plan(protocol, args.profile, args.variants or [], args.perf, args.device)))
+
+
 def _cmd_reconstruct(args) -> None:
     from harness.recipes.reconstruct import reconstruct
 
@@ -283,7 +300,8 @@ def _cmd_gate(args) -> int:
 
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report": _cmd_report,
             "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol,
-            "perf-store": _cmd_perf_store, "reconstruct": _cmd_reconstruct}
+            "perf-store": _cmd_perf_store, "reconstruct": _cmd_reconstruct,
+            "plan": _cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:
