@@ -343,6 +343,7 @@ def _finished_record(header: schema.RecordHeader, run: _Resolved, trained: _Trai
            # checkpoint before it (if any) was tested. It still counts as a point of the grid.
            "status": "diverged" if diverged else "completed"},
         **({"diverged_at": result.diverged_at} if diverged else {}),
+        **({"last_finite": result.last_finite} if diverged and result.last_finite else {}),
         metrics=_metrics(trained, test_accuracy),
         sparsity=(summarize_projected_grads(finite_grads, run.settings.sparsity_threshold)
                   if mezo and finite_grads else None),

@@ -52,6 +52,7 @@ class TrainResult:
     best_step: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
     diverged_at: int | None = None      # the step whose loss was not finite; training stopped there
+    last_finite: dict | None = None     # the last step whose losses were all finite, and those losses
     z_stream: dict | None = None         # MeZO only: how z was drawn (harness.zo.z_stream)
     trajectory: Trajectory | None = None   # MeZO only: what replaying the run needs (harness.zo.trajectory)
     steps_done: int = 0
@@ -137,6 +138,7 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
             if not math.isfinite(out.projected_grad):
                 result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
                 break
+            result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
     return result
 
@@ -187,5 +189,6 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
             if not math.isfinite(loss_value):
                 result.diverged_at = step
                 break
+            result.last_finite = {"step": step, "loss": loss_value}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, loss_value)
     return result

@@ -60,7 +60,7 @@ def summarize(records: list[dict], paper: dict[str, dict]):
     rows = []
     for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])):
         selected = best_dev_per_seed(runs)
-        if not selected:   # every run diverged before its first evaluation
+        if not selected:   # every run diverged before its first evaluation: listed by unevaluated_groups
             continue
         tests = [100 * r["metrics"]["test_accuracy"] for r in selected]
         paper_test = _paper_entry(paper, key[6], key[7], "test_accuracy")
@@ -74,6 +74,7 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             **dict(zip(GROUP_KEYS, key)),
             "seeds": len(selected),
             "runs": len(runs),
+            "diverged": sum(r["status"] == "diverged" for r in runs),   # still points of the grid
             "test_acc_mean": mean(tests),
             "test_acc_std": population_std(tests),
             "zero_shot_acc_mean": mean(_values(selected, lambda r: 100 * r["metrics"]["zero_shot_test_accuracy"])),
@@ -104,6 +105,17 @@ def _title(selection: dict, what: str) -> str:
             f"{selection['profile']} · {selection['hardware']} · model {model}{caveat}")
 
 
+def unevaluated_groups(records: list[dict]) -> list[str]:
+    """Groups none of whose runs reached a dev evaluation (every one diverged before it): they
+    have no accuracy, so the summary has no row for them; said, not dropped silently."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in selectable(records):
+        groups.setdefault(_group_key(record), []).append(record)
+    return [" ".join(f"{name}={value}" for name, value in zip(GROUP_KEYS, key)) + f": {len(runs)} run(s) diverged"
+            for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0]))
+            if not best_dev_per_seed(runs)]
+
+
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
     """summary.csv and summary.md for all groups, and five figures per selection
     (task, protocol version, profile, hardware, model). Returns the files written."""
@@ -114,7 +126,9 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
     atomic_write_text(written[0], table.to_csv(index=False))
     atomic_write_text(written[1], "# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
                           "Accuracies in %, memory excess in MiB.\n\n"
-                          + table.to_markdown(index=False, floatfmt=".4g") + "\n")
+                          + table.to_markdown(index=False, floatfmt=".4g") + "\n"
+                          + "".join(f"\nNo evaluated run (not in the table): {group}\n"
+                                    for group in unevaluated_groups(records)))
 
     by_run_group: dict[tuple, list[dict]] = {}
     for record in selectable(records):

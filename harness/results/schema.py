@@ -372,8 +372,17 @@ class FailedRecord(RecordHeader):
     wall_seconds: float           # time from start to the failure, s
 
 
+class LastFinite(TypedDict, total=False):
+    """The last step whose training losses were all finite."""
+    step: int
+    loss_plus: float              # MeZO: loss at +eps*z
+    loss_minus: float             # MeZO: loss at -eps*z
+    loss: float                   # first-order: the batch loss
+
+
 class _MaybeDiverged(RecordHeader, total=False):
     diverged_at: int              # "diverged" only: the step whose loss was not finite; training stopped there
+    last_finite: LastFinite       # "diverged" only: the step before it and its losses (absent if it was step 1)
 
 
 class _Measured(_MaybeDiverged):

@@ -268,3 +268,9 @@ def test_a_run_whose_loss_stops_being_finite_is_recorded_as_diverged(exploding_p
     assert record["sparsity"] is None or record["sparsity"]["steps"] == steps - 1
     if steps > 1:   # the best-dev checkpoint before the divergence was tested
         assert record["metrics"]["test_accuracy"] is not None
+        last = record["last_finite"]   # the step before it, with its (finite) losses
+        assert last["step"] == steps - 1 and last["loss_plus"] == record["loss_curve"]["loss_plus"][steps - 2]
+    else:
+        assert "last_finite" not in record
+    from harness.results.schema import missing_fields, undeclared_fields
+    assert missing_fields(record) == [] and undeclared_fields(record) == []

@@ -8,7 +8,7 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.results.claims import load_paper
-from harness.results.report import summarize, write_report
+from harness.results.report import summarize, unevaluated_groups, write_report
 from harness.results.schema import SCHEMA_VERSION
 from harness.results.selection import best_dev_per_seed, reference_folder_name
 from harness.results.store import load_records, read_records, upgrade, write_record
@@ -110,6 +110,22 @@ def test_diverged_runs_take_part_with_the_dev_they_reached(make_record):
     never_evaluated["metrics"].update(best_dev_accuracy=None, test_accuracy=None)
     records = [diverged, make_record(seed=13, lr=1e-4, dev=0.8), never_evaluated]
     assert [(r["seed"], r["status"]) for r in best_dev_per_seed(records)] == [(13, "diverged")]
+
+
+
+def test_the_report_counts_diverged_runs_and_names_groups_with_no_evaluated_run(make_record, tmp_path):
+    diverged = dict(make_record(seed=13, lr=1e-3, dev=0.9, test=0.5), status="diverged", diverged_at=3)
+    never_evaluated = make_record(variant="hf-mlm-acc", seed=42, lr=1e-3)
+    never_evaluated.update(status="diverged", diverged_at=1)
+    never_evaluated["metrics"].update(best_dev_accuracy=None, test_accuracy=None)
+    records = [diverged, make_record(seed=13, lr=1e-4, dev=0.8), never_evaluated]
+    table = summarize(records, load_paper(PAPER)).set_index("variant")
+    assert table.loc["hf-mlm", "diverged"] == 1 and table.loc["hf-mlm", "runs"] == 2
+    assert "hf-mlm-acc" not in table.index
+    [group] = unevaluated_groups(records)
+    assert "variant=hf-mlm-acc" in group and group.endswith("1 run(s) diverged")
+    write_report(records, load_paper(PAPER), tmp_path)
+    assert f"No evaluated run (not in the table): {group}" in (tmp_path / "summary.md").read_text()
 
 
 def test_summary_reports_mean_and_population_std_over_seeds(make_record):
