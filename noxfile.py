@@ -124,7 +124,7 @@ def gate(session: nox.Session) -> None:
     bench = ["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", "smoke",
              "--device", "cpu", "--no-progress"]
     if "--record-baseline" in session.posargs:
-        session.run(*bench, "--out", "results/baselines", env=_data_env())
+        session.run(*bench, "--out", "results/baselines", "--rerun-done", env=_data_env())
         return
     tmp = Path(session.create_tmp())
     candidate = tmp / "gate-candidate"

@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(bench)
     bench.add_argument("--variant", action="append", dest="variants",
                        help="restrict to this variant (repeatable; default: the profile's variants)")
+    bench.add_argument("--retry-failed", action="store_true", help="run failed points again")
+    bench.add_argument("--rerun-done", action="store_true",
+                       help="run completed and diverged points again too (e.g. a new gate baseline)")
+
+    status = commands.add_parser("status", help="every point of a profile's grid: completed, running, failed, ...")
+    status.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    status.add_argument("--profile", default="auto", help="profile (default: this machine's, as `bench` picks it)")
+    status.add_argument("--variant", action="append", dest="variants", help="only this variant (repeatable)")
+    status.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
 
     splits = commands.add_parser("splits", help="write the exact k-shot train/dev/test TSVs a run uses")
     splits.add_argument("--task", default="sst2", help="task name (default: sst2)")
@@ -136,37 +145,40 @@ def _cmd_run(args) -> None:
 
 def _cmd_bench(args) -> None:
     from harness.protocol.loading import load_protocol
-    from harness.protocol.variants import get_variant
-    from harness.recipes.run import RunRequest, execute_run, resolve_device
+    from harness.recipes.grid import grid_points, run_grid
+    from harness.recipes.run import RunRequest, resolve_device
 
     protocol = load_protocol(args.protocol)
     protocol.check_lock()
     profile = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
-    names = args.variants or list(protocol.profile_variants[profile])
-    grid = []
-    for name in names:
-        variant = get_variant(name)
-        settings = protocol.run_settings(profile, name)
-        missing = variant.missing_packages()
-        if missing:
-            print(f"bench: skipping {name}: needs {', '.join(missing)} (pip install 'mezo-bench[{','.join(missing)}]')",
-                  file=sys.stderr)
-            continue
-        grid += [(name, point) for point in settings.grid()]
-    if not grid:
-        raise HarnessError(f"no variant of profile {profile!r} can run on this machine")
-    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(grid)} run(s)",
+    points = grid_points(protocol, profile, args.variants or [])
+    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(points)} run(s)",
           file=sys.stderr)
-    paths = []
-    for index, (variant, point) in enumerate(grid, start=1):
-        print(f"[{index}/{len(grid)}] {variant} k={point.k} seed={point.seed} lr={point.lr:g} "
-              f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}", file=sys.stderr)
-        paths.append(execute_run(RunRequest(
-            protocol=protocol, profile=profile, variant=variant, k=point.k, seed=point.seed, lr=point.lr,
-            batch_size=point.batch_size, eps=point.eps, weight_decay=point.weight_decay, out_dir=args.out,
-            data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
-            measure_memory=not args.no_memory)))
-    _print_summary(paths)
+    request = RunRequest(protocol=protocol, profile=profile, variant="", k=None, seed=None, lr=None, out_dir=args.out,
+                         data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+                         measure_memory=not args.no_memory)
+    paths = run_grid(request, points, retry_failed=args.retry_failed, rerun_done=args.rerun_done)
+    if paths:
+        _print_summary(paths)
+
+
+def _cmd_status(args) -> None:
+    from harness.protocol.loading import load_protocol
+    from harness.recipes.run import resolve_device
+    from harness.results.run_state import grid_status
+
+    protocol = load_protocol(args.protocol)
+    profile = protocol.resolve_profile_name(args.profile, resolve_device("auto").type)
+    rows = grid_status(protocol, profile, args.variants or [], args.results)
+    print(f"{protocol.name} v{protocol.version}, profile {profile}, under {args.results}:")
+    for row in rows:
+        point = row["point"]
+        print(f"  {row['variant']:<24} k={point.k:<4} seed={point.seed:<4} lr={point.lr:<8g} bs={point.batch_size:<4} "
+              f"eps={point.eps:<6g} wd={point.weight_decay:<5g} {row['state']:<10} {row['detail']}")
+    counts = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" (of {len(rows)})")
 
 
 def _print_summary(paths: list[Path]) -> None:
@@ -301,7 +313,7 @@ def _cmd_gate(args) -> int:
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report": _cmd_report,
             "claims": _cmd_claims, "gate": _cmd_gate, "protocol": _cmd_protocol,
             "perf-store": _cmd_perf_store, "reconstruct": _cmd_reconstruct,
-            "plan": _cmd_plan}
+            "plan": _cmd_plan, "status": _cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,84 @@
+"""`mezo-bench bench`: every point of a profile's grid, idempotently, on a results root that
+several processes or nodes may share (harness.results.run_state): a done point is skipped, a
+failed one re-run only with `retry_failed`, a point another live process runs is left to it, and
+a point is claimed (a lock with a heartbeat) before it runs and checked again once claimed."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.protocol.loading import Protocol
+from harness.protocol.settings import GridPoint
+from harness.protocol.variants import get_variant
+from harness.recipes.run import RunRequest, execute_run
+from harness.results.run_state import DONE, RunLock, latest_status, read_lock, run_key
+from harness.results.store import read_records, record_path
+
+
+def grid_points(protocol: Protocol, profile: str, variants: list[str]) -> list[tuple[str, GridPoint]]:
+    """The (variant, point) pairs to run; variants whose packages are missing are skipped, saying so."""
+    points = []
+    for name in variants or protocol.profile_variants[profile]:
+        missing = get_variant(name).missing_packages()
+        if missing:
+            log(f"bench: skipping {name}: needs {', '.join(missing)} (pip install 'mezo-bench[{','.join(missing)}]')")
+            continue
+        points += [(name, point) for point in protocol.run_settings(profile, name).grid()]
+    if not points:
+        raise HarnessError(f"no variant of profile {profile!r} can run on this machine")
+    return points
+
+
+def run_grid(request: RunRequest, points: list[tuple[str, GridPoint]], retry_failed: bool = False,
+             rerun_done: bool = False) -> list[Path]:
+    """Run the points not done yet (every point: `rerun_done`) with `request`'s protocol, profile
+    and options; returns the records written by this process."""
+    protocol, profile, root = request.protocol, request.profile, Path(request.out_dir)
+    folder = record_path(root, protocol.task, protocol.name, protocol.version, profile, "x").parent
+    written = []
+    for index, (variant, point) in enumerate(points, start=1):
+        key = run_key(protocol.settings_hash(profile, variant), variant, point.k, point.seed, point.lr,
+                      point.batch_size, point.eps, point.weight_decay)
+        prefix = (f"[{index}/{len(points)}] {variant} k={point.k} seed={point.seed} lr={point.lr:g} "
+                  f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}")
+        if not rerun_done and _skip(prefix, _latest(folder, key), retry_failed):
+            continue
+        lock = RunLock(root, key)
+        if not lock.acquire():
+            holder = read_lock(lock.path) or {}
+            log(f"{prefix}: running elsewhere ({holder.get('host', '?')} pid {holder.get('pid', '?')}): skipped")
+            continue
+        with lock:
+            if lock.took_over:
+                log(f"{prefix}: took over the stale claim of {lock.took_over.get('host', '?')} pid "
+                    f"{lock.took_over.get('pid', '?')} (no heartbeat for {lock.took_over['age_seconds']:.0f} s)")
+            if not rerun_done and _skip(prefix, _latest(folder, key), retry_failed):   # done while we claimed it
+                continue
+            log(prefix)
+            written.append(execute_run(dataclasses.replace(
+                request, variant=variant, k=point.k, seed=point.seed, lr=point.lr, batch_size=point.batch_size,
+                eps=point.eps, weight_decay=point.weight_decay)))
+    return written
+
+
+def _latest(folder: Path, key: str) -> dict | None:
+    return latest_status(read_records(folder)).get(key) if folder.is_dir() else None
+
+
+def _skip(prefix: str, record: dict | None, retry_failed: bool) -> bool:
+    if record is None:
+        return False
+    if record["status"] in DONE:
+        log(f"{prefix}: {record['status']} ({record['run_id']}): skipped")
+        return True
+    if record["status"] == "failed" and not retry_failed:
+        log(f"{prefix}: failed before ({record.get('error', '')}): skipped; --retry-failed runs it again")
+        return True
+    return False
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,164 @@
+"""Run state on a results root that several `bench` processes (or nodes) share: which grid
+points are done, and who is running which.
+
+A run key names one point of one protocol's grid: (protocol hash, variant, k, seed, lr, batch
+size, eps, weight decay). A point is done when a record of its key says "completed" or
+"diverged"; "failed" is re-run only when asked. Before running a point a process claims it with
+a lock file `<root>/.locks/<key>.lock`, created with O_EXCL (so exactly one process wins),
+holding its host, pid and start time; while the run lasts a thread touches the file every
+`heartbeat_every` seconds. A lock whose heartbeat is older than `stale_after` belongs to a
+process that died: it is taken over (renamed aside first, so only one taker wins) and said so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.results.selection import grid_point
+
+LOCKS = ".locks"
+HEARTBEAT_EVERY = 30.0      # seconds between heartbeats
+STALE_AFTER = 600.0         # a heartbeat this old: the owner is gone
+DONE = ("completed", "diverged")
+
+
+def run_key(protocol_hash: str, variant: str, k: int, seed: int, lr: float, batch_size: int, eps: float,
+            weight_decay: float) -> str:
+    """A file-name-safe key for one grid point of one protocol (its settings hash)."""
+    return f"{variant}_k{k}_seed{seed}_lr{lr:g}_bs{batch_size}_eps{eps:g}_wd{weight_decay:g}_{protocol_hash[:16]}"
+
+
+def record_run_key(record: dict) -> str:
+    seed, lr, batch_size, eps, weight_decay = grid_point(record)
+    return run_key(record["protocol"]["hash"], record["variant"]["name"], record["k"], seed, lr, batch_size,
+                   eps, weight_decay)
+
+
+def latest_status(records: list[dict]) -> dict[str, dict]:
+    """key -> the latest record of that key (by creation time)."""
+    latest: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r["created_utc"]):
+        latest[record_run_key(record)] = record
+    return latest
+
+
+@dataclass
+class RunLock:
+    """The claim of one run key under a results root; a context manager once acquired."""
+
+    root: Path
+    key: str
+    stale_after: float = STALE_AFTER
+    heartbeat_every: float = HEARTBEAT_EVERY
+    took_over: dict | None = None        # the stale lock's contents, when it was taken over
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _beat: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / LOCKS / f"{self.key}.lock"
+
+    def acquire(self) -> bool:
+        """Claim the key; False if a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._create():
+            holder = read_lock(self.path)
+            if holder is None or holder["age_seconds"] < self.stale_after:
+                return False
+            aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(self.path, aside)   # only one taker can move it
+            except FileNotFoundError:
+                return False
+            aside.unlink()
+            if not self._create():
+                return False
+            self.took_over = holder
+        self._beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.key}", daemon=True)
+        self._beat.start()
+        return True
+
+    def _create(self) -> bool:
+        try:
+            descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(),
+                       "started_utc": dt.datetime.now(dt.timezone.utc).isoformat()}, handle)
+        return True
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_every):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:   # taken over after a stall: nothing left to keep alive
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def read_lock(path: Path) -> dict | None:
+    """A lock's holder (host, pid, started_utc) and its heartbeat's age; None if it is gone."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        holder = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:   # caught between create and write: young, so live
+        holder = {}
+    return {**holder, "age_seconds": age}
+
+
+def running(root: Path) -> dict[str, dict]:
+    """key -> holder of every lock under the root."""
+    folder = Path(root) / LOCKS
+    locks = {path.name[: -len(".lock")]: read_lock(path) for path in sorted(folder.glob("*.lock"))} if folder.is_dir() else {}
+    return {key: holder for key, holder in locks.items() if holder is not None}
+
+
+def grid_status(protocol, profile: str, variants: list[str], root: Path) -> list[dict]:
+    """Every point of a profile's grid with its state under `root`: completed, diverged, failed
+    (with its error), running (host, pid, heartbeat age), stale (a lock nobody keeps alive) or
+    pending."""
+    from harness.results.store import read_records, record_path
+
+    folder = record_path(root, protocol.task, protocol.name, protocol.version, profile, "x").parent
+    latest = latest_status(read_records(folder)) if folder.is_dir() else {}
+    locks = running(root)
+    rows = []
+    for variant in variants or protocol.profile_variants[profile]:
+        digest = protocol.settings_hash(profile, variant)
+        for point in protocol.run_settings(profile, variant).grid():
+            key = run_key(digest, variant, point.k, point.seed, point.lr, point.batch_size, point.eps,
+                          point.weight_decay)
+            record, holder = latest.get(key), locks.get(key)
+            if holder is not None:
+                state = "stale" if holder["age_seconds"] >= STALE_AFTER else "running"
+                detail = (f"{holder.get('host', '?')} pid {holder.get('pid', '?')}, heartbeat "
+                          f"{holder['age_seconds']:.0f} s ago")
+            elif record is not None:
+                state = record["status"]
+                detail = record.get("error", "") if state == "failed" else record["run_id"]
+            else:
+                state, detail = "pending", ""
+            rows.append({"variant": variant, "point": point, "key": key, "state": state, "detail": detail})
+    return rows
