@@ -77,9 +77,10 @@ def tests(session: nox.Session) -> None:
     loralib 0.1.1 is also installed beside the pinned 0.1.2 (`_loralib_0_1_1`) and its folder passed
     as MEZO_BENCH_LORALIB_0_1_1: tests/backends/test_reference_lora.py loads it as a separate module to run the
     reference's LoRA model under both versions (its 0.1.1 cases skip where the variable is unset).
+    Ray is installed too (the `ray` extra), and required: the Ray executor's test fails, not skips.
     """
-    _install(session, "dev,peft")
-    env = _data_env()
+    _install(session, "dev,peft,ray")
+    env = {**_data_env(), "MEZO_BENCH_REQUIRE_RAY": "1"}
     loralib_0_1_1 = _loralib_0_1_1(session)
     if loralib_0_1_1 is not None:
         env["MEZO_BENCH_LORALIB_0_1_1"] = str(loralib_0_1_1)
@@ -101,13 +102,15 @@ def bench_sst2(session: nox.Session) -> None:
 
     Pass CLI options after `--`, e.g. `nox -s bench-sst2 -- --profile paper --data-dir D`.
     `nox -s bench-sst2 -- --with-sglang` also installs SGLang, so `sglang-mlm` runs too
-    (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing).
+    (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing);
+    `nox -s bench-sst2 -- --executor ray [--address ADDR]` installs Ray and runs the grid on it.
     """
     options = [arg for arg in session.posargs if arg != "--with-sglang"]
+    extras = "dev,peft,ray" if "ray" in options else "dev,peft"   # `-- --executor ray` installs Ray
     if "--with-sglang" in session.posargs:
-        _install_with_sglang(session, "dev,peft")
+        _install_with_sglang(session, extras)
     else:
-        _install(session, "dev,peft")
+        _install(session, extras)
     session.run("mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--out", "results",
                 *options, env=_data_env())
 

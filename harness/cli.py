@@ -44,6 +44,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-phase memory measurement (recorded as not measured)")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=1000,
+                        help="MeZO: steps between checkpoints under <out>/.runs/ (default: 1000; also every 10 min)")
+    parser.add_argument("--snapshot-every", type=_positive_int, default=10_000,
+                        help="MeZO: steps between weight snapshots in the checkpoints (default: 10000)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard a saved checkpoint of the run instead of resuming it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--variant", action="append", dest="variants",
                        help="restrict to this variant (repeatable; default: the profile's variants)")
     bench.add_argument("--retry-failed", action="store_true", help="run failed points again")
+    bench.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: the points one after another in this process (default); ray: a Ray task each")
+    bench.add_argument("--address", default=None,
+                       help="Ray cluster address (default: start a local one); --out must then be an absolute "
+                            "path on storage every node sees")
+    bench.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs each run requests (default: 1)")
     bench.add_argument("--rerun-done", action="store_true",
                        help="run completed and diverged points again too (e.g. a new gate baseline)")
 
@@ -139,7 +151,8 @@ def _cmd_run(args) -> None:
                                   seed=args.seed, lr=args.lr, batch_size=args.batch_size, eps=args.eps,
                                   weight_decay=args.weight_decay, out_dir=args.out,
                                   data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
-                                  measure_memory=not args.no_memory))
+                                  measure_memory=not args.no_memory, checkpoint_every=args.checkpoint_every,
+                                  snapshot_every=args.snapshot_every, restart=args.restart))
     _print_summary([path])
 
 
@@ -156,8 +169,15 @@ def _cmd_bench(args) -> None:
           file=sys.stderr)
     request = RunRequest(protocol=protocol, profile=profile, variant="", k=None, seed=None, lr=None, out_dir=args.out,
                          data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
-                         measure_memory=not args.no_memory)
-    paths = run_grid(request, points, retry_failed=args.retry_failed, rerun_done=args.rerun_done)
+                         measure_memory=not args.no_memory, checkpoint_every=args.checkpoint_every,
+                         snapshot_every=args.snapshot_every, restart=args.restart)
+    if args.executor == "ray":
+        from harness.recipes.ray_executor import run_grid_on_ray
+
+        paths = run_grid_on_ray(request, points, address=args.address, retry_failed=args.retry_failed,
+                                cpus_per_run=args.cpus_per_run)
+    else:
+        paths = run_grid(request, points, retry_failed=args.retry_failed, rerun_done=args.rerun_done)
     if paths:
         _print_summary(paths)
 

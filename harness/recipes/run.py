@@ -36,10 +36,13 @@ from harness.measure.sparsity import summarize_projected_grads
 from harness.protocol.loading import Protocol
 from harness.protocol.settings import GRID_KEYS, GridPoint, RunSettings
 from harness.protocol.variants import Variant, get_variant, require_installed
+from harness.recipes.checkpoint import CHECKPOINT_EVERY, SNAPSHOT_EVERY, RunCheckpoint
+from harness.recipes.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from harness.recipes.provenance import device_info, git_state, package_versions
 from harness.recipes.train import TrainResult, train_first_order, train_mezo
 from harness.results import schema
 from harness.results.schema import SCHEMA_VERSION
+from harness.results.run_state import RUNS, run_key
 from harness.results.store import new_run_id, record_path, utc_now, write_record
 from harness.tasks.batching import (
     Batch,
@@ -70,6 +73,9 @@ class RunRequest:
     device: str = "auto"
     progress: bool = True
     measure_memory: bool = True
+    checkpoint_every: int = CHECKPOINT_EVERY   # MeZO: steps between checkpoints (resume on interruption)
+    snapshot_every: int = SNAPSHOT_EVERY       # MeZO: steps between weight snapshots in the checkpoints
+    restart: bool = False                      # discard a saved checkpoint of this run instead of resuming it
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,13 +173,19 @@ def execute_run(request: RunRequest) -> Path:
     """Run one protocol point and write its record; returns the record's path."""
     started_at, wall_started = utc_now(), time.perf_counter()
     run = _resolve_point(request)
+    checkpoint = _checkpoint(run, request)
+    saved = checkpoint.load() if checkpoint is not None else None
     data = _setup_data(run, request)
     setup = _setup_model(run, data)
     header = _record_header(run, data, setup, started_at)
+    if saved is not None:   # the interrupted run's identity: its record is the one it would have written
+        header.update(run_id=saved["identity"]["run_id"], created_utc=saved["identity"]["created_utc"])
+    if checkpoint is not None:
+        checkpoint.identity = {"run_id": header["run_id"], "created_utc": header["created_utc"]}
     path = record_path(request.out_dir, run.protocol.task, run.protocol.name, run.protocol.version, run.profile,
                        header["run_id"])
     try:
-        trained = _train(run, setup, request)
+        trained = _train(run, setup, request, checkpoint)
         memory, radix = _measure(run, data, setup, request)
         test_accuracy = _test_best_dev(setup, trained.result)
     except Exception as error:
@@ -182,7 +194,24 @@ def execute_run(request: RunRequest) -> Path:
     record = _finished_record(header, run, trained, memory, radix, test_accuracy, wall_started)
     if trained.result.trajectory is not None:
         record["trajectory"] = _save_trajectory(trained.result.trajectory, path)
-    return write_record(record, path)
+    written = write_record(record, path)
+    if checkpoint is not None:
+        checkpoint.discard()
+    return written
+
+
+def _checkpoint(run: _Resolved, request: RunRequest) -> RunCheckpoint:
+    """The run's checkpoint folder under the results root, keyed by its run key."""
+    point = run.point
+    key = run_key(run.protocol.settings_hash(run.profile, run.variant.name), run.variant.name, point.k, point.seed,
+                  point.lr, point.batch_size, point.eps, point.weight_decay)
+    checkpoint = RunCheckpoint(Path(request.out_dir) / RUNS / key,
+                               fingerprint={"run_key": key, "device_type": run.device.type,
+                                            "torch": torch.__version__, "format": CHECKPOINT_FORMAT},
+                               every=request.checkpoint_every, snapshot_every=request.snapshot_every)
+    if request.restart:
+        checkpoint.discard()
+    return checkpoint
 
 
 def _save_trajectory(trajectory: Trajectory, record: Path) -> schema.TrajectoryFile:
@@ -282,7 +311,7 @@ def _record_header(run: _Resolved, data: _Data, setup: _ModelSetup, started_at) 
     )
 
 
-def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest) -> _Trained:
+def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest, checkpoint: RunCheckpoint | None) -> _Trained:
     """Zero-shot accuracy and the training-set loss, then training (MeZO or first-order), then
     the training-set loss again."""
     settings, point, variant, objective, batches = run.settings, run.point, run.variant, setup.objective, setup.batches
@@ -294,9 +323,10 @@ def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest) -> _Trained:
                   progress=request.progress)
     if variant.optimizer == "mezo":
         result = train_mezo(eps=point.eps, length_buckets=settings.length_buckets,
-                            ragged_batches=run.backend.ragged_batches, **common)
+                            ragged_batches=run.backend.ragged_batches, checkpoint=checkpoint, **common)
     else:
-        result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm, **common)
+        result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm,
+                                   checkpoint=checkpoint, **common)
     train_loss_end = objective.mean_cross_entropy(batches["train"])
     return _Trained(zero_shot, train_loss_start, result, train_loss_end)
 

@@ -15,6 +15,7 @@ evaluation), the gradients' global norm clipped to `max_grad_norm` before each s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from tqdm.auto import tqdm
 
 from harness.backends.base import cpu_state_copy
 from harness.measure.throughput import Clock, Throughput
+from harness.recipes.checkpoint import RunCheckpoint
 from harness.tasks.batching import Batch, EpochSampler, split_by_length
 from harness.tasks.objective import Objective
 from harness.zo.mezo import MeZO
-from harness.zo.trajectory import Trajectory
+from harness.zo.trajectory import Trajectory, replay
 
 MAX_CURVE_POINTS = 10_000
 
@@ -86,19 +88,22 @@ def _end_of_step(result: TrainResult, objective: Objective, dev_batches: list[Ba
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
 
-def _progress_bar(steps: int, desc: str, enabled: bool):
+def _progress_bar(steps: int, desc: str, enabled: bool, first: int = 1):
     # In a log file (no TTY) redraw every 5 s rather than every step.
-    return tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
-                mininterval=0.1 if sys.stderr.isatty() else 5.0)
+    return tqdm(range(first, steps + 1), desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
+                initial=first - 1, total=steps, mininterval=0.1 if sys.stderr.isatty() else 5.0)
 
 
 def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
                dev_batches: list[Batch], steps: int, lr: float, eps: float, weight_decay: float,
                lr_schedule: str, eval_every: int, seed: int, length_buckets: int = 1,
-               ragged_batches: bool = False, progress: bool = True) -> TrainResult:
+               ragged_batches: bool = False, progress: bool = True,
+               checkpoint: RunCheckpoint | None = None) -> TrainResult:
     """length_buckets > 1: each forward runs the batch split into that many length buckets
     (harness.tasks.batching.split_by_length); the loss is the same up to float rounding.
-    ragged_batches: the backend runs the real tokens only, so throughput counts no padding."""
+    ragged_batches: the backend runs the real tokens only, so throughput counts no padding.
+    checkpoint: saved on its schedule; a run it holds a state of resumes from it."""
+    saved = checkpoint.load() if checkpoint is not None else None
     with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
         step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
         result = TrainResult(curve_stride=curve_stride(steps),
@@ -106,7 +111,8 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
                              trajectory=Trajectory.for_engine(engine))
         clock = Clock(trainable[0][1].device)
         objective.model.eval()                      # no dropout in the zeroth-order passes
-        bar = _progress_bar(steps, "MeZO", progress)
+        first = _resume_mezo(saved, checkpoint, engine, objective.model, step_seeds, sampler, result) if saved else 1
+        bar = _progress_bar(steps, "MeZO", progress, first)
         batch = parts = None
 
         for step in bar:
@@ -140,13 +146,52 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
                 break
             result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
+            if checkpoint is not None and checkpoint.due(step, steps):
+                checkpoint.save({**_resumable(result), "step": step, "step_seeds": step_seeds.bit_generator.state,
+                                 "sampler": sampler.state()},
+                                files={"trajectory": result.trajectory.to_bytes(), "best": result.best_state},
+                                model=objective.model)
     return result
+
+
+RESUMED_FIELDS = ("curve", "dev_history", "best_dev_accuracy", "best_step", "last_finite", "steps_done")
+
+
+def _resumable(result: TrainResult) -> dict:
+    """What a checkpoint keeps of a result besides the trajectory and the weights."""
+    return {**{name: getattr(result, name) for name in RESUMED_FIELDS},
+            "best_dev_accuracy": None if result.best_step is None else result.best_dev_accuracy,
+            "throughput": dataclasses.asdict(result.throughput)}
+
+
+def _restore_result(saved: dict, checkpoint: RunCheckpoint, result: TrainResult) -> None:
+    for name in RESUMED_FIELDS:
+        setattr(result, name, saved[name])
+    if saved["best_step"] is None:
+        result.best_dev_accuracy = float("-inf")
+    result.best_state = checkpoint.tensors(saved["files"]["best"])
+    result.throughput = Throughput(**saved["throughput"])
+
+
+def _resume_mezo(saved: dict, checkpoint: RunCheckpoint, engine: MeZO, model, step_seeds, sampler: EpochSampler,
+                 result: TrainResult) -> int:
+    """Weights, RNGs and result as they were after the saved step; returns the next step."""
+    snapshot = checkpoint.tensors(saved["files"]["snapshot"])
+    if snapshot is not None:
+        model.load_state_dict(snapshot)
+    trajectory = Trajectory.load(checkpoint.folder / saved["files"]["trajectory"])
+    replay(engine, trajectory, saved["step"], start=saved["snapshot_step"])
+    result.trajectory, result.projected_grads = trajectory, list(trajectory.projected_grads)
+    _restore_result(saved, checkpoint, result)
+    step_seeds.bit_generator.state = saved["step_seeds"]
+    sampler.restore(saved["sampler"])
+    return saved["step"] + 1
 
 
 def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
                       dev_batches: list[Batch], steps: int, lr: float, weight_decay: float, lr_schedule: str,
                       dropout: bool, eval_every: int, seed: int, max_grad_norm: float | None = None,
-                      progress: bool = True) -> TrainResult:
+                      progress: bool = True, checkpoint: RunCheckpoint | None = None) -> TrainResult:
     """AdamW on the cross-entropy of the objective's logits, with backprop. max_grad_norm: the
     gradients' global norm is clipped to it before each step, as HF's Trainer (used by the
     reference) does by default with 1.0."""
@@ -161,10 +206,13 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
     result = TrainResult(curve_stride=curve_stride(steps))
     clock = Clock(params[0].device)
     model = objective.model
-    bar = _progress_bar(steps, "FT", progress)
+    saved = checkpoint.load() if checkpoint is not None else None
+    cuda = params[0].device.type == "cuda"
 
-    with torch.random.fork_rng(devices=[params[0].device] if params[0].device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[params[0].device] if cuda else []):
         torch.manual_seed(seed)                 # dropout masks
+        first = _resume_first_order(saved, checkpoint, model, optimizer, scheduler, sampler, result) if saved else 1
+        bar = _progress_bar(steps, "FT", progress, first)
         for step in bar:
             batch = sampler.next()
             model.train(dropout)
@@ -191,4 +239,36 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
                 break
             result.last_finite = {"step": step, "loss": loss_value}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, loss_value)
+            if checkpoint is not None and checkpoint.due(step, steps):
+                moments, groups = _optimizer_tensors(optimizer)
+                checkpoint.save({**_resumable(result), "step": step, "sampler": sampler.state(),
+                                 "optimizer_groups": groups, "scheduler": scheduler.state_dict(),
+                                 "rng": torch.get_rng_state().tolist(),
+                                 "cuda_rng": torch.cuda.get_rng_state(params[0].device).tolist() if cuda else None},
+                                files={"weights": model.state_dict(), "optimizer": moments, "best": result.best_state})
     return result
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """AdamW's per-parameter state as named tensors (for safetensors) and its groups (for JSON)."""
+    state = optimizer.state_dict()
+    tensors = {f"{index}.{name}": value for index, values in state["state"].items() for name, value in values.items()}
+    return tensors, state["param_groups"]
+
+
+def _resume_first_order(saved: dict, checkpoint: RunCheckpoint, model, optimizer, scheduler, sampler: EpochSampler,
+                        result: TrainResult) -> int:
+    """Weights, optimizer, scheduler, RNGs and result as they were after the saved step."""
+    model.load_state_dict(checkpoint.tensors(saved["files"]["weights"]))
+    per_parameter: dict[int, dict] = {}
+    for name, tensor in checkpoint.tensors(saved["files"]["optimizer"]).items():
+        index, field_name = name.split(".", 1)
+        per_parameter.setdefault(int(index), {})[field_name] = tensor
+    optimizer.load_state_dict({"state": per_parameter, "param_groups": saved["optimizer_groups"]})
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(torch.tensor(saved["rng"], dtype=torch.uint8))
+    if saved["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(torch.tensor(saved["cuda_rng"], dtype=torch.uint8))
+    _restore_result(saved, checkpoint, result)
+    sampler.restore(saved["sampler"])
+    return saved["step"] + 1

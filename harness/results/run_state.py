@@ -6,8 +6,10 @@ size, eps, weight decay). A point is done when a record of its key says "complet
 "diverged"; "failed" is re-run only when asked. Before running a point a process claims it with
 a lock file `<root>/.locks/<key>.lock`, created with O_EXCL (so exactly one process wins),
 holding its host, pid and start time; while the run lasts a thread touches the file every
-`heartbeat_every` seconds. A lock whose heartbeat is older than `stale_after` belongs to a
-process that died: it is taken over (renamed aside first, so only one taker wins) and said so.
+`heartbeat_every` seconds. A lock whose heartbeat is older than `stale_after`, or whose process
+on this host is gone, belongs to a process that died: it is taken over (renamed aside first, so
+only one taker wins) and said so; the run then resumes from its checkpoint
+(harness.recipes.checkpoint).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from harness.results.selection import grid_point
 
 LOCKS = ".locks"
+RUNS = ".runs"             # checkpoints of runs in progress (harness.recipes.checkpoint)
 HEARTBEAT_EVERY = 30.0      # seconds between heartbeats
 STALE_AFTER = 600.0         # a heartbeat this old: the owner is gone
 DONE = ("completed", "diverged")
@@ -71,7 +74,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._create():
             holder = read_lock(self.path)
-            if holder is None or holder["age_seconds"] < self.stale_after:
+            if holder is None or not (holder["age_seconds"] >= self.stale_after or _dead_here(holder)):
                 return False
             aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
             try:
@@ -116,6 +119,30 @@ class RunLock:
         self.release()
 
 
+def _progress(root: Path, key: str, steps: int) -> str:
+    """", step S/N (checkpoint), ETA ..." from the run's last checkpoint, if it has one."""
+    try:
+        saved = json.loads((Path(root) / RUNS / key / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    step, seconds = saved["step"], saved["throughput"]["train_seconds"]
+    eta = (steps - step) * seconds / step / 60 if step else None
+    return f", step {step}/{steps} at its last checkpoint" + (f", ETA ~{eta:.0f} min of training" if eta else "")
+
+
+def _dead_here(holder: dict) -> bool:
+    """The holder ran on this host and its process is gone (no need to wait for staleness)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # alive, another user's
+        return False
+    return False
+
+
 def read_lock(path: Path) -> dict | None:
     """A lock's holder (host, pid, started_utc) and its heartbeat's age; None if it is gone."""
     try:
@@ -147,6 +174,7 @@ def grid_status(protocol, profile: str, variants: list[str], root: Path) -> list
     rows = []
     for variant in variants or protocol.profile_variants[profile]:
         digest = protocol.settings_hash(profile, variant)
+        point_steps = protocol.run_settings(profile, variant).steps
         for point in protocol.run_settings(profile, variant).grid():
             key = run_key(digest, variant, point.k, point.seed, point.lr, point.batch_size, point.eps,
                           point.weight_decay)
@@ -154,7 +182,7 @@ def grid_status(protocol, profile: str, variants: list[str], root: Path) -> list
             if holder is not None:
                 state = "stale" if holder["age_seconds"] >= STALE_AFTER else "running"
                 detail = (f"{holder.get('host', '?')} pid {holder.get('pid', '?')}, heartbeat "
-                          f"{holder['age_seconds']:.0f} s ago")
+                          f"{holder['age_seconds']:.0f} s ago{_progress(root, key, point_steps)}")
             elif record is not None:
                 state = record["status"]
                 detail = record.get("error", "") if state == "failed" else record["run_id"]

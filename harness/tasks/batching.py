@@ -112,3 +112,11 @@ class EpochSampler:
             order = torch.randperm(len(self.examples), generator=self.generator).tolist()
             self._queue = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         return collate([self.examples[i] for i in self._queue.pop(0)], self.pad_id, self.device)
+
+    def state(self) -> dict:
+        """What `restore` needs to continue the same sequence of batches (JSON-serialisable)."""
+        return {"generator": self.generator.get_state().tolist(), "queue": [list(ids) for ids in self._queue]}
+
+    def restore(self, state: dict) -> None:
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self._queue = [list(ids) for ids in state["queue"]]

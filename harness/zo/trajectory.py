@@ -62,16 +62,18 @@ class Trajectory:
                 "weight_decay": self.weight_decay, "dtype": self.dtype, "device_type": self.device_type,
                 "z_stream": self.z_stream, "chunk_elements": self.chunk_elements}
 
-    def save(self, path: Path) -> Path:
-        """Write atomically; an existing file is never replaced."""
+    def save(self, path: Path, *, exclusive: bool = True) -> Path:
+        """Write atomically; exclusive: an existing file is never replaced."""
+        return atomic_write_bytes(path, self.to_bytes(), exclusive=exclusive)
+
+    def to_bytes(self) -> bytes:
         import torch
         from safetensors.torch import save
 
         tensors = {"seed": torch.tensor(self.seeds, dtype=torch.int64),
                    "projected_grad": torch.tensor(self.projected_grads, dtype=torch.float64),
                    "lr": torch.tensor(self.lrs, dtype=torch.float64)}
-        return atomic_write_bytes(path, save(tensors, metadata={"replay": json.dumps(self.header())}),
-                                  exclusive=True)
+        return save(tensors, metadata={"replay": json.dumps(self.header())})
 
     @classmethod
     def load(cls, path: Path) -> Trajectory:
@@ -91,17 +93,18 @@ class Trajectory:
                    lrs=tensors["lr"].tolist())
 
 
-def replay(engine: MeZO, trajectory: Trajectory, steps: int) -> None:
-    """Apply the trajectory's first `steps` updates to the engine's parameters, each with the
-    passes MeZO.step makes, the losses taken from the trajectory instead of forward passes."""
+def replay(engine: MeZO, trajectory: Trajectory, steps: int, start: int = 0) -> None:
+    """Apply the trajectory's updates of steps start+1..steps to the engine's parameters (which
+    hold the weights after `start` steps), each with the passes MeZO.step makes, the projected
+    gradients taken from the trajectory instead of forward passes."""
     if engine.names != trajectory.parameters:
         raise HarnessError("the trajectory perturbed other parameters than the model offers: "
                            f"{len(trajectory.parameters)} recorded, {len(engine.names)} here")
     if (engine.eps, engine.weight_decay, engine.z_stream, engine.chunk_elements) != (
             trajectory.eps, trajectory.weight_decay, trajectory.z_stream, trajectory.chunk_elements):
         raise HarnessError("the replay engine's eps, weight decay or z stream differ from the trajectory's")
-    for seed, projected_grad, lr in zip(trajectory.seeds[:steps], trajectory.projected_grads[:steps],
-                                        trajectory.lrs[:steps]):
+    for seed, projected_grad, lr in zip(trajectory.seeds[start:steps], trajectory.projected_grads[start:steps],
+                                        trajectory.lrs[start:steps]):
         engine.lr = lr
         engine.perturb(seed, +engine.eps)
         engine.perturb(seed, -2.0 * engine.eps)

@@ -4,7 +4,6 @@ built on the micro model; the end-to-end run goes through the CLI in a child pro
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ from harness.backends.sglang.runner import (  # noqa: E402
     ragged_sequences,
 )
 from harness.measure import radix  # noqa: E402
-from harness.protocol.loading import load_protocol  # noqa: E402
 from harness.tasks.objective import Objective  # noqa: E402
 from harness.tasks.prompt import label_word_ids  # noqa: E402
 from harness.zo.mezo import MeZO  # noqa: E402
@@ -146,18 +144,14 @@ def test_sglang_prefix_cache_on_this_model_fails_on_the_minus_pass(micro_batch, 
 
 
 @pytest.fixture(scope="module")
-def short_protocol(sst2_protocol, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("protocol")
-    path = folder / "protocol.toml"
-    shutil.copy(sst2_protocol, path)
-    path.write_text(path.read_text().replace("steps = 400\neval_every = 100\n", "steps = 6\neval_every = 3\n"))
-    load_protocol(path).write_lock()
-    return path
+def six_steps(short_protocol):
+    """The smoke profile cut to 6 steps, locked as its own file."""
+    return short_protocol(6, 3)
 
 
 @pytest.mark.slow
-def test_sglang_run_end_to_end_matches_the_pinned_hf_trajectory(short_protocol, sst2_dir, tmp_path):
-    child = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--protocol", str(short_protocol),
+def test_sglang_run_end_to_end_matches_the_pinned_hf_trajectory(six_steps, sst2_dir, tmp_path):
+    child = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--protocol", str(six_steps),
                             "--profile", "smoke", "--variant", "sglang-mlm", "--seed", "13",
                             "--data-dir", str(sst2_dir), "--out", str(tmp_path), "--no-progress"],
                            capture_output=True, text=True, cwd=REPO, env={**os.environ}, timeout=600)

@@ -3,7 +3,6 @@ when asked, and two processes on one root run every point exactly once."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.protocol.loading import load_protocol
 from harness.results.run_state import record_run_key
 from harness.results.schema import missing_fields
 
@@ -19,16 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_grid(sst2_protocol, tmp_path_factory):
+def tiny_grid(short_protocol):
     """The smoke profile cut to 4 steps: hf-mlm's 2 seeds and hf-ft's 2 seeds."""
-    path = tmp_path_factory.mktemp("protocol") / "protocol.toml"
-    shutil.copy(sst2_protocol, path)
-    text = path.read_text()
-    text = text.replace("steps = 400\neval_every = 100\n", "steps = 4\neval_every = 2\n")
-    text = text.replace("steps = 200\neval_every = 50\n", "steps = 4\neval_every = 2\n")
-    path.write_text(text)
-    load_protocol(path).write_lock()
-    return path
+    return short_protocol(4, 2)
 
 
 def bench(protocol, sst2_dir, out, *extra):

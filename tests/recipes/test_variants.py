@@ -3,7 +3,6 @@ every variant of the smoke profile running end to end."""
 
 import importlib.util
 import json
-import shutil
 
 import pytest
 import torch
@@ -156,23 +155,15 @@ def test_memory_orders_inference_mezo_first_order(micro_batch, mlm_objective, mi
 
 
 @pytest.fixture(scope="module")
-def short_protocol(sst2_protocol, tmp_path_factory):
-    """The smoke profile cut to a few steps, locked as its own version."""
-    folder = tmp_path_factory.mktemp("protocol")
-    path = folder / "protocol.toml"
-    shutil.copy(sst2_protocol, path)
-    text = path.read_text()
-    text = text.replace("steps = 400\neval_every = 100\n", "steps = 6\neval_every = 3\n")
-    text = text.replace("steps = 200\neval_every = 50\n", "steps = 6\neval_every = 3\n")
-    path.write_text(text)
-    load_protocol(path).write_lock()
-    return path
+def six_steps(short_protocol):
+    """The smoke profile cut to 6 steps, locked as its own file."""
+    return short_protocol(6, 3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(name for name, v in VARIANTS.items() if v.backend == "hf"))
-def test_every_variant_runs_in_the_smoke_profile(variant, short_protocol, sst2_dir, tmp_path):
-    assert main(["run", "--protocol", str(short_protocol), "--profile", "smoke", "--variant", variant,
+def test_every_variant_runs_in_the_smoke_profile(variant, six_steps, sst2_dir, tmp_path):
+    assert main(["run", "--protocol", str(six_steps), "--profile", "smoke", "--variant", variant,
                  "--seed", "13", "--data-dir", str(sst2_dir), "--out", str(tmp_path), "--no-progress",
                  "--no-memory"]) == 0
     [path] = tmp_path.rglob("*.json")
@@ -187,7 +178,7 @@ def test_every_variant_runs_in_the_smoke_profile(variant, short_protocol, sst2_d
     if variant.endswith("-acc"):
         assert record["sparsity"]["zero_fraction"] > 0.5
     if VARIANTS[variant].optimizer == "mezo":
-        check_reconstruct(path, record, short_protocol, sst2_dir, tmp_path)
+        check_reconstruct(path, record, six_steps, sst2_dir, tmp_path)
 
 
 def check_reconstruct(path, record, protocol_path, sst2_dir, tmp_path):
@@ -218,8 +209,8 @@ def check_reconstruct(path, record, protocol_path, sst2_dir, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="checks the error without SGLang")
-def test_the_sglang_variant_without_sglang_names_the_extra(short_protocol, sst2_dir, tmp_path, capsys):
-    code = main(["run", "--protocol", str(short_protocol), "--profile", "smoke", "--variant", "sglang-mlm",
+def test_the_sglang_variant_without_sglang_names_the_extra(six_steps, sst2_dir, tmp_path, capsys):
+    code = main(["run", "--protocol", str(six_steps), "--profile", "smoke", "--variant", "sglang-mlm",
                  "--seed", "13", "--data-dir", str(sst2_dir), "--out", str(tmp_path), "--no-progress"])
     assert code == 2
     assert "variant 'sglang-mlm' needs sglang: pip install 'mezo-bench[sglang]'" in capsys.readouterr().err

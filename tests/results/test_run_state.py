@@ -1,6 +1,7 @@
 """Run state on a shared results root: run keys, the latest record of a key, and claims (a lock
 created with O_EXCL, kept alive by a heartbeat, taken over once stale)."""
 
+import json
 import os
 import time
 
@@ -44,3 +45,19 @@ def test_a_stale_claim_is_taken_over_and_said_so(tmp_path):
     assert taker.took_over["pid"] == os.getpid() and taker.took_over["age_seconds"] >= 1000
     taker.release()
     assert list((tmp_path / ".locks").iterdir()) == []
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(child.stdout)                      # a process that has ended
+    lock = RunLock(tmp_path, "k3")
+    lock.path.parent.mkdir(parents=True)
+    assert lock._create()
+    holder = read_lock(lock.path)
+    lock.path.write_text(json.dumps({**{k: v for k, v in holder.items() if k != "age_seconds"}, "pid": dead_pid}))
+    taker = RunLock(tmp_path, "k3")
+    assert taker.acquire() and taker.took_over["pid"] == dead_pid
+    taker.release()

@@ -1,0 +1,118 @@
+"""Resumable runs (MeZO and FT): a run killed with SIGKILL at arbitrary steps and resumed (several times)
+writes the record an uninterrupted run writes, timing aside, and the same trajectory; a checkpoint
+of another setup is refused; --restart discards it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.protocol.loading import load_protocol
+
+REPO = Path(__file__).resolve().parents[2]
+# Ends its process with SIGKILL right after the dev evaluation of step argv[1] (no cleanup runs).
+KILLER = """
+import os, signal, sys
+import harness.recipes.train as train
+kill_at, original = int(sys.argv[1]), train._end_of_step
+def end_of_step(result, objective, dev_batches, step, *rest):
+    original(result, objective, dev_batches, step, *rest)
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+train._end_of_step = end_of_step
+from harness.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+TIMING = {"steps_per_second", "forward_passes_per_second", "tokens_per_second", "forward_seconds",
+          "update_seconds", "eval_seconds", "train_seconds"}
+
+
+@pytest.fixture(scope="module")
+def thirty_steps(short_protocol):
+    return short_protocol(30, 10)
+
+
+def run_argv(protocol, sst2_dir, out, *extra, variant="hf-mlm"):
+    return ["run", "--protocol", str(protocol), "--profile", "smoke", "--variant", variant, "--seed", "13",
+            "--data-dir", str(sst2_dir), "--out", str(out), "--device", "cpu", "--no-progress", "--no-memory",
+            "--checkpoint-every", "4", "--snapshot-every", "8", *extra]
+
+
+def killed_at(step, argv, tmp_path):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    child = subprocess.run([sys.executable, str(script), str(step), *argv], cwd=REPO, env={**os.environ},
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == -9, child.stderr[-2000:]
+
+
+def the_record(out):
+    [path] = [p for p in Path(out).rglob("*.json") if ".runs" not in p.parts]
+    return path, json.loads(path.read_text())
+
+
+def without_timing(record):
+    record = dict(record)
+    for name in ("run_id", "created_utc", "timing", "trajectory"):
+        record.pop(name, None)
+    record["throughput"] = {k: v for k, v in record["throughput"].items() if k not in TIMING}
+    return record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["hf-mlm", "hf-ft"])
+def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_steps, sst2_dir, tmp_path):
+    plain, resumed = tmp_path / "plain", tmp_path / "resumed"
+    assert main(run_argv(thirty_steps, sst2_dir, plain, variant=variant)) == 0
+    for step in (7, 13, 22):   # after checkpoints 4, 12 (snapshot 8) and 20 (snapshot 16)
+        killed_at(step, run_argv(thirty_steps, sst2_dir, resumed, variant=variant), tmp_path)
+    [state] = (resumed / ".runs").rglob("state.json")
+    saved = json.loads(state.read_text())
+    assert saved["step"] == 20
+    assert main(run_argv(thirty_steps, sst2_dir, resumed, variant=variant)) == 0
+    (plain_path, a), (resumed_path, b) = the_record(plain), the_record(resumed)
+    assert without_timing(a) == without_timing(b)
+    assert b["run_id"] == saved["identity"]["run_id"]          # the interrupted run's identity
+    if variant == "hf-mlm":   # resumed from the step-16 snapshot plus 4 replayed steps
+        assert saved["snapshot_step"] == 16
+        trajectories = [(path.parent / r["trajectory"]["file"]).read_bytes()
+                        for path, r in ((plain_path, a), (resumed_path, b))]
+        assert trajectories[0] == trajectories[1]
+    assert not list((resumed / ".runs").iterdir())              # the checkpoint is gone once the record is written
+
+
+@pytest.mark.slow
+def test_a_foreign_checkpoint_is_refused_and_restart_discards_it(thirty_steps, sst2_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    killed_at(6, run_argv(thirty_steps, sst2_dir, out), tmp_path)
+    [state] = (out / ".runs").rglob("state.json")
+    saved = json.loads(state.read_text())
+    saved["fingerprint"]["device_type"] = "cuda"
+    state.write_text(json.dumps(saved))
+    assert main(run_argv(thirty_steps, sst2_dir, out)) == 2
+    err = capsys.readouterr().err
+    assert "a checkpoint of another run setup (device_type: ['cuda'] here ['cpu'])" in err and "--restart" in err
+    state.write_text("{not json")
+    assert main(run_argv(thirty_steps, sst2_dir, out)) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert main(run_argv(thirty_steps, sst2_dir, out, "--restart")) == 0
+    assert the_record(out)[1]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_status_shows_a_running_point_with_its_checkpointed_step(thirty_steps, sst2_dir, tmp_path):
+    from harness.results.run_state import RunLock, grid_status
+
+    out = tmp_path / "r"
+    killed_at(9, run_argv(thirty_steps, sst2_dir, out), tmp_path)   # checkpoints at steps 4 and 8
+    [folder] = (out / ".runs").iterdir()
+    with RunLock(out, folder.name) as lock:
+        assert lock.acquire()
+        rows = grid_status(load_protocol(thirty_steps), "smoke", ["hf-mlm"], out)
+    [running] = [row for row in rows if row["state"] == "running"]
+    assert running["key"] == folder.name and "step 8/30 at its last checkpoint, ETA" in running["detail"]
+    assert [row["state"] for row in rows].count("pending") == 1
