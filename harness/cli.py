@@ -44,10 +44,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-phase memory measurement (recorded as not measured)")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=1000,
-                        help="MeZO: steps between checkpoints under <out>/.runs/ (default: 1000; also every 10 min)")
-    parser.add_argument("--snapshot-every", type=_positive_int, default=10_000,
-                        help="MeZO: steps between weight snapshots in the checkpoints (default: 10000)")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=None,
+                        help="steps between checkpoints under <out>/.runs/ (default: the protocol's [checkpoints])")
+    parser.add_argument("--snapshot-every", type=_positive_int, default=None,
+                        help="MeZO: steps between weight snapshots (default: the protocol's [checkpoints])")
     parser.add_argument("--restart", action="store_true",
                         help="discard a saved checkpoint of the run instead of resuming it")
 

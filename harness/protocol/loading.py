@@ -18,6 +18,7 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.protocol.settings import (
     DEVICE_KINDS,
+    CheckpointPolicy,
     RunSettings,
     invalid,
     is_int,
@@ -29,7 +30,9 @@ from harness.tasks.spec import TASKS
 SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 DEFAULTS_KEYS = SETTINGS_KEYS + ("variants",)
 PROFILE_KEYS = SETTINGS_KEYS + ("variants", "overrides")
-TOP_LEVEL_KEYS = ("name", "version", "task", "description", "auto_profile", "defaults", "variants", "profiles")
+TOP_LEVEL_KEYS = ("name", "version", "task", "description", "auto_profile", "checkpoints", "defaults", "variants",
+                  "profiles")
+CHECKPOINT_KEYS = tuple(f.name for f in dataclasses.fields(CheckpointPolicy))
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Protocol:
     auto_profile: dict[str, str]
     profile_variants: dict[str, tuple[str, ...]]          # profile -> the variants it runs
     settings: dict[tuple[str, str], RunSettings]           # (profile, variant) -> resolved settings
+    checkpoints: CheckpointPolicy = CheckpointPolicy()      # how often runs checkpoint (hashed nowhere)
 
     @property
     def lock_path(self) -> Path:
@@ -219,6 +223,13 @@ def load_protocol(path: str | Path) -> Protocol:
             raise HarnessError(f"{path} [auto_profile]: field {kind!r} must name a profile "
                                f"({', '.join(profile_variants)}), got {target!r}")
 
+    checkpoints = raw.get("checkpoints", {})
+    check_keys(checkpoints, CHECKPOINT_KEYS, f"{path} [checkpoints]")
+    try:
+        policy = CheckpointPolicy(**checkpoints)
+    except HarnessError as error:
+        raise HarnessError(f"{path} [checkpoints]: {error}") from None
+
     return Protocol(path=path, name=str(raw["name"]), version=raw["version"], task=raw["task"],
                     description=str(raw.get("description", "")), auto_profile=dict(auto_profile),
-                    profile_variants=profile_variants, settings=settings)
+                    profile_variants=profile_variants, settings=settings, checkpoints=policy)

@@ -62,6 +62,23 @@ class GridPoint:
 
 
 @dataclass(frozen=True)
+class CheckpointPolicy:
+    """How often runs checkpoint (the protocol's [checkpoints] table). Not part of any settings
+    hash: a checkpoint never changes a result, only what an interruption costs."""
+
+    every: int = 1000               # steps between checkpoints
+    every_seconds: float = 600.0    # and at most this long apart
+    snapshot_every: int = 10_000    # MeZO: steps between weight snapshots (bounds the replay on resume)
+
+    def __post_init__(self) -> None:
+        for name in ("every", "snapshot_every"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                invalid(f"checkpoints.{name}", "must be an integer >= 1", getattr(self, name))
+        if not is_number(self.every_seconds) or self.every_seconds <= 0:
+            invalid("checkpoints.every_seconds", "must be a positive number", self.every_seconds)
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything that defines the runs of one variant in one profile. Validated on
     construction; k, seeds, lr, batch_size (per k), eps and weight_decay are grids."""

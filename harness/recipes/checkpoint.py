@@ -31,18 +31,15 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_bytes, atomic_write_text
 
 FORMAT = 1
-CHECKPOINT_EVERY = 1000       # steps between checkpoints (and at most CHECKPOINT_SECONDS apart)
-CHECKPOINT_SECONDS = 600.0
-SNAPSHOT_EVERY = 10_000       # steps between weight snapshots: bounds the replay on resume
 
 
 @dataclass
 class RunCheckpoint:
     folder: Path
     fingerprint: dict             # what a resume must match: run key, device type, torch, format
-    every: int = CHECKPOINT_EVERY
-    every_seconds: float = CHECKPOINT_SECONDS
-    snapshot_every: int = SNAPSHOT_EVERY
+    every: int                    # intervals: harness.protocol.settings.CheckpointPolicy
+    every_seconds: float
+    snapshot_every: int
     identity: dict = field(default_factory=dict)   # the run's id and start time, kept so a resumed run keeps them
     _saved_at: float = field(default_factory=time.monotonic)
     _snapshot_step: int = 0

@@ -36,13 +36,13 @@ from harness.measure.sparsity import summarize_projected_grads
 from harness.protocol.loading import Protocol
 from harness.protocol.settings import GRID_KEYS, GridPoint, RunSettings
 from harness.protocol.variants import Variant, get_variant, require_installed
-from harness.recipes.checkpoint import CHECKPOINT_EVERY, SNAPSHOT_EVERY, RunCheckpoint
 from harness.recipes.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from harness.recipes.checkpoint import RunCheckpoint
 from harness.recipes.provenance import device_info, git_state, package_versions
 from harness.recipes.train import TrainResult, train_first_order, train_mezo
 from harness.results import schema
-from harness.results.schema import SCHEMA_VERSION
 from harness.results.run_state import RUNS, run_key
+from harness.results.schema import SCHEMA_VERSION
 from harness.results.store import new_run_id, record_path, utc_now, write_record
 from harness.tasks.batching import (
     Batch,
@@ -73,8 +73,8 @@ class RunRequest:
     device: str = "auto"
     progress: bool = True
     measure_memory: bool = True
-    checkpoint_every: int = CHECKPOINT_EVERY   # MeZO: steps between checkpoints (resume on interruption)
-    snapshot_every: int = SNAPSHOT_EVERY       # MeZO: steps between weight snapshots in the checkpoints
+    checkpoint_every: int | None = None        # steps between checkpoints; None: the protocol's [checkpoints]
+    snapshot_every: int | None = None          # MeZO: steps between weight snapshots; None: the protocol's
     restart: bool = False                      # discard a saved checkpoint of this run instead of resuming it
 
 
@@ -202,13 +202,14 @@ def execute_run(request: RunRequest) -> Path:
 
 def _checkpoint(run: _Resolved, request: RunRequest) -> RunCheckpoint:
     """The run's checkpoint folder under the results root, keyed by its run key."""
-    point = run.point
+    point, policy = run.point, run.protocol.checkpoints
     key = run_key(run.protocol.settings_hash(run.profile, run.variant.name), run.variant.name, point.k, point.seed,
                   point.lr, point.batch_size, point.eps, point.weight_decay)
     checkpoint = RunCheckpoint(Path(request.out_dir) / RUNS / key,
                                fingerprint={"run_key": key, "device_type": run.device.type,
                                             "torch": torch.__version__, "format": CHECKPOINT_FORMAT},
-                               every=request.checkpoint_every, snapshot_every=request.snapshot_every)
+                               every=request.checkpoint_every or policy.every, every_seconds=policy.every_seconds,
+                               snapshot_every=request.snapshot_every or policy.snapshot_every)
     if request.restart:
         checkpoint.discard()
     return checkpoint

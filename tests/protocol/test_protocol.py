@@ -208,3 +208,20 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("name = [unclosed")
     with pytest.raises(HarnessError, match="not valid TOML"):
         load_protocol(bad)
+
+
+def test_checkpoint_intervals_come_from_the_protocol_and_are_validated(sst2_protocol, tmp_path):
+    from harness.protocol.settings import CheckpointPolicy
+
+    protocol = load_protocol(sst2_protocol)
+    assert protocol.checkpoints == CheckpointPolicy(every=1000, every_seconds=600, snapshot_every=10_000)
+    copy = tmp_path / "protocol.toml"
+    copy.write_text(sst2_protocol.read_text().replace("every = 1000 ", "every = 0 "))
+    with pytest.raises(HarnessError, match=r"\[checkpoints\]: field 'checkpoints.every' must be an integer >= 1"):
+        load_protocol(copy)
+    copy.write_text(sst2_protocol.read_text().replace("[checkpoints]\n", "[checkpoints]\nevery_minute = 1\n"))
+    with pytest.raises(HarnessError, match=r"\[checkpoints\]: unknown key 'every_minute'"):
+        load_protocol(copy)
+    # intervals change no result: the settings hashes (and so the lock) ignore them
+    copy.write_text(sst2_protocol.read_text().replace("every = 1000 ", "every = 7 "))
+    assert load_protocol(copy).current_hashes() == protocol.current_hashes()

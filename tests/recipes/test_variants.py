@@ -184,7 +184,11 @@ def test_every_variant_runs_in_the_smoke_profile(variant, six_steps, sst2_dir, t
 def check_reconstruct(path, record, protocol_path, sst2_dir, tmp_path):
     """The tested checkpoint rebuilt from the trajectory loads as a plain model (LoRA merged, no key
     missing) and, where nothing was merged, gives the record's test accuracy exactly."""
-    from transformers import AutoTokenizer, RobertaForMaskedLM, RobertaForSequenceClassification
+    from transformers import (
+        AutoTokenizer,
+        RobertaForMaskedLM,
+        RobertaForSequenceClassification,
+    )
 
     from harness.backends.hf import MaskedLMLabelWordHead, SequenceClassifierHead
     from harness.tasks.data import load_task_data, make_k_shot_split

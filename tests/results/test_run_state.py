@@ -5,7 +5,14 @@ import json
 import os
 import time
 
-from harness.results.run_state import RunLock, latest_status, read_lock, record_run_key, run_key, running
+from harness.results.run_state import (
+    RunLock,
+    latest_status,
+    read_lock,
+    record_run_key,
+    run_key,
+    running,
+)
 
 
 def test_a_key_names_the_point_and_the_protocol_hash(make_record):
