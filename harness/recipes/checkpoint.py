@@ -4,8 +4,9 @@ checkpoint stopped and ends with the record an uninterrupted run writes, timing 
 Folder `<results root>/.runs/<run key>/` (harness.results.run_state.run_key):
 - `state.json`: the step, the step-seed and sampler RNG states, the run's id and start time, dev
   history, curves, best-dev step and accuracy, throughput counters, the last finite losses, and
-  the names of the files below it goes with, plus a fingerprint (run key, device type, torch
-  version, checkpoint format) that a resume must match;
+  the names of the files below it goes with, plus a fingerprint (run key -- protocol hash
+  included --, device type, torch version, a hash of the code that can change results,
+  checkpoint format) that a resume must match;
 - `trajectory-<step>.safetensors`: the steps so far (harness.zo.trajectory);
 - `snapshot-<step>.safetensors`: the weights at a coarser interval (none before the first: the
   run's setup rebuilds the step-0 model exactly);

@@ -63,3 +63,19 @@ def git_state() -> schema.Git:
             status = _git(["status", "--porcelain", "--untracked-files=no"], directory)
             return schema.Git(commit=commit, dirty=bool(status), root=_git(["rev-parse", "--show-toplevel"], directory))
     return schema.Git(commit=None, dirty=None, root=None)
+
+
+def code_fingerprint(package: Path | None = None) -> str:
+    """sha256 over the sources that can change a run's numbers: every module of the package
+    (default: this one) except the results layer and the command line."""
+    import hashlib
+
+    package = package or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith("results/") or relative == "cli.py":
+            continue
+        digest.update(relative.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

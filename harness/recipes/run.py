@@ -38,7 +38,12 @@ from harness.protocol.settings import GRID_KEYS, GridPoint, RunSettings
 from harness.protocol.variants import Variant, get_variant, require_installed
 from harness.recipes.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from harness.recipes.checkpoint import RunCheckpoint
-from harness.recipes.provenance import device_info, git_state, package_versions
+from harness.recipes.provenance import (
+    code_fingerprint,
+    device_info,
+    git_state,
+    package_versions,
+)
 from harness.recipes.train import TrainResult, train_first_order, train_mezo
 from harness.results import schema
 from harness.results.run_state import RUNS, run_key
@@ -207,7 +212,8 @@ def _checkpoint(run: _Resolved, request: RunRequest) -> RunCheckpoint:
                   point.lr, point.batch_size, point.eps, point.weight_decay)
     checkpoint = RunCheckpoint(Path(request.out_dir) / RUNS / key,
                                fingerprint={"run_key": key, "device_type": run.device.type,
-                                            "torch": torch.__version__, "format": CHECKPOINT_FORMAT},
+                                            "torch": torch.__version__, "code": code_fingerprint(),
+                                            "format": CHECKPOINT_FORMAT},
                                every=request.checkpoint_every or policy.every, every_seconds=policy.every_seconds,
                                snapshot_every=request.snapshot_every or policy.snapshot_every)
     if request.restart:

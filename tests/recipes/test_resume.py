@@ -4,6 +4,7 @@ of another setup is refused; --restart discards it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_status_shows_a_running_point_with_its_checkpointed_step(thirty_steps, s
     [running] = [row for row in rows if row["state"] == "running"]
     assert running["key"] == folder.name and "step 8/30 at its last checkpoint, ETA" in running["detail"]
     assert [row["state"] for row in rows].count("pending") == 1
+
+
+def test_the_checkpoint_fingerprint_covers_the_code_that_changes_results(tmp_path):
+    """A resume across a change of the training code is refused; one of the report code is not."""
+    import harness
+    from harness.recipes.provenance import code_fingerprint
+
+    package = tmp_path / "harness"
+    shutil.copytree(Path(harness.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    original = code_fingerprint(package)
+    assert original == code_fingerprint()
+    (package / "results" / "report.py").write_text("# another report\n")
+    assert code_fingerprint(package) == original
+    with (package / "zo" / "mezo.py").open("a") as source:
+        source.write("# a change\n")
+    assert code_fingerprint(package) != original

@@ -88,6 +88,13 @@ def test_added_removed_and_newly_failing_runs(make_record):
     assert len(result["newly_failing"]) == 1 and "RuntimeError: boom" in result["newly_failing"][0]
 
 
+def test_a_run_that_newly_diverges_is_a_regression(make_record):
+    diverged = dict(make_record(seed=13), status="diverged", diverged_at=3)
+    result = gate([make_record(seed=13)], [diverged], load_gate_config(CONFIG))
+    assert not result["passed"] and result["newly_failing"] == [result["newly_failing"][0]]
+    assert "diverged" in result["newly_failing"][0]
+
+
 def test_nothing_comparable_fails(make_record):
     result = gate([make_record(protocol_hash="a" * 64)], [make_record(protocol_hash="b" * 64)], load_gate_config(CONFIG))
     assert not result["passed"] and result["compared_runs"] == 0
