@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "path on storage every node sees")
     bench.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs each run requests (default: 1)")
     bench.add_argument("--gpus-per-run", type=float, default=None,
-                       help="Ray: GPUs each run requests (default: 1 with CUDA, else 0)")
+                       help="Ray: GPUs each run requests (default: 1 if --device cuda, or auto and this "
+                            "machine sees CUDA; give 1 when the driver runs on a CPU-only head node)")
     bench.add_argument("--rerun-done", action="store_true",
                        help="run completed and diverged points again too (e.g. a new gate baseline)")
 
@@ -177,7 +178,8 @@ def _cmd_bench(args) -> None:
         from harness.recipes.ray_executor import run_grid_on_ray
 
         paths = run_grid_on_ray(request, points, address=args.address, retry_failed=args.retry_failed,
-                                cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+                                rerun_done=args.rerun_done, cpus_per_run=args.cpus_per_run,
+                                gpus_per_run=args.gpus_per_run)
     else:
         paths = run_grid(request, points, retry_failed=args.retry_failed, rerun_done=args.rerun_done)
     if paths:

@@ -42,7 +42,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())   # on disk before the name points at it: a crash leaves old or new
         if exclusive:
             os.link(tmp, path)
         else:

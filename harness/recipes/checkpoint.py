@@ -22,6 +22,7 @@ consistent checkpoint. safetensors and JSON only, never pickle.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,33 @@ class RunCheckpoint:
             raise HarnessError(f"{path}: a checkpoint of another run setup ({', '.join(differ)}: "
                                f"{[theirs.get(key) for key in differ]} here {[self.fingerprint.get(key) for key in differ]}); "
                                f"--restart discards it")
+        for leftover in self.folder.glob(".*.tmp"):   # a write a kill interrupted
+            leftover.unlink(missing_ok=True)
+        for name in (name for name in state["files"].values() if name is not None):
+            self._check_file(name)
         self._snapshot_step = state["snapshot_step"]
         return state
+
+    def _check_file(self, name: str) -> None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.folder / name), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:   # missing, truncated or not safetensors
+            raise HarnessError(f"{self.folder / name}: a damaged checkpoint file ({type(error).__name__}: {error}); "
+                               f"--restart discards the checkpoint") from None
 
     def tensors(self, name: str | None) -> dict[str, torch.Tensor] | None:
         from safetensors.torch import load_file
 
-        return None if name is None else load_file(str(self.folder / name))
+        if name is None:
+            return None
+        try:
+            return load_file(str(self.folder / name))
+        except Exception as error:
+            raise HarnessError(f"{self.folder / name}: a damaged checkpoint file ({type(error).__name__}: {error}); "
+                               f"--restart discards the checkpoint") from None
 
     def due(self, step: int, steps: int) -> bool:
         return step < steps and (step % self.every == 0 or time.monotonic() - self._saved_at >= self.every_seconds)
@@ -101,10 +122,7 @@ class RunCheckpoint:
         self._saved_at = time.monotonic()
 
     def discard(self) -> None:
-        if self.folder.is_dir():
-            for path in self.folder.iterdir():
-                path.unlink()
-            self.folder.rmdir()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,9 @@ a point is claimed (a lock with a heartbeat) before it runs and checked again on
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
+import time
 from pathlib import Path
 
 from harness.core.errors import HarnessError
@@ -14,7 +16,7 @@ from harness.protocol.loading import Protocol
 from harness.protocol.settings import GridPoint
 from harness.protocol.variants import get_variant
 from harness.recipes.run import RunRequest, execute_run
-from harness.results.run_state import DONE, RunLock, latest_status, read_lock, run_key
+from harness.results.run_state import DONE, RUNS, RunLock, latest_status, read_lock, run_key
 from harness.results.store import read_records, record_path
 
 
@@ -33,9 +35,11 @@ def grid_points(protocol: Protocol, profile: str, variants: list[str]) -> list[t
 
 
 def run_grid(request: RunRequest, points: list[tuple[str, GridPoint]], retry_failed: bool = False,
-             rerun_done: bool = False) -> list[Path]:
+             rerun_done: bool = False, wait: bool = False) -> list[Path]:
     """Run the points not done yet (every point: `rerun_done`) with `request`'s protocol, profile
-    and options; returns the records written by this process."""
+    and options; returns the records written by this process. A point another live process holds
+    is skipped, or with `wait` (a Ray task retried after its worker was lost) waited for until it
+    is done or its claim turns stale and is taken over."""
     protocol, profile, root = request.protocol, request.profile, Path(request.out_dir)
     folder = record_path(root, protocol.task, protocol.name, protocol.version, profile, "x").parent
     written = []
@@ -44,24 +48,36 @@ def run_grid(request: RunRequest, points: list[tuple[str, GridPoint]], retry_fai
                       point.batch_size, point.eps, point.weight_decay)
         prefix = (f"[{index}/{len(points)}] {variant} k={point.k} seed={point.seed} lr={point.lr:g} "
                   f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}")
-        if not rerun_done and _skip(prefix, _latest(folder, key), retry_failed):
+        latest = _latest(folder, key)
+        if not rerun_done and _skip(prefix, latest, retry_failed):
+            if latest["status"] in DONE:   # a kill between its record and its cleanup may have left a checkpoint
+                shutil.rmtree(root / RUNS / key, ignore_errors=True)
             continue
         lock = RunLock(root, key)
-        if not lock.acquire():
+        while not lock.acquire():
             holder = read_lock(lock.path) or {}
-            log(f"{prefix}: running elsewhere ({holder.get('host', '?')} pid {holder.get('pid', '?')}): skipped")
-            continue
-        with lock:
-            if lock.took_over:
-                log(f"{prefix}: took over the stale claim of {lock.took_over.get('host', '?')} pid "
-                    f"{lock.took_over.get('pid', '?')} (no heartbeat for {lock.took_over['age_seconds']:.0f} s)")
-            if not rerun_done and _skip(prefix, _latest(folder, key), retry_failed):   # done while we claimed it
-                continue
-            log(prefix)
-            written.append(execute_run(dataclasses.replace(
-                request, variant=variant, k=point.k, seed=point.seed, lr=point.lr, batch_size=point.batch_size,
-                eps=point.eps, weight_decay=point.weight_decay)))
+            if not wait:
+                log(f"{prefix}: running elsewhere ({holder.get('host', '?')} pid {holder.get('pid', '?')}): skipped")
+                break
+            time.sleep(lock.heartbeat_every)
+        else:
+            written += _claimed(lock, request, variant, point, prefix, folder, key, retry_failed, rerun_done)
     return written
+
+
+def _claimed(lock: RunLock, request: RunRequest, variant: str, point: GridPoint, prefix: str, folder: Path, key: str,
+             retry_failed: bool, rerun_done: bool) -> list[Path]:
+    """Run a claimed point unless it turned out done meanwhile; release the claim."""
+    with lock:
+        if lock.took_over:
+            log(f"{prefix}: took over the stale claim of {lock.took_over.get('host', '?')} pid "
+                f"{lock.took_over.get('pid', '?')} (no heartbeat for {lock.took_over['age_seconds']:.0f} s)")
+        if not rerun_done and _skip(prefix, _latest(folder, key), retry_failed):   # done while we claimed it
+            return []
+        log(prefix)
+        return [execute_run(dataclasses.replace(
+            request, variant=variant, k=point.k, seed=point.seed, lr=point.lr, batch_size=point.batch_size,
+            eps=point.eps, weight_decay=point.weight_decay))]
 
 
 def _latest(folder: Path, key: str) -> dict | None:

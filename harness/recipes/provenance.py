@@ -65,16 +65,21 @@ def git_state() -> schema.Git:
     return schema.Git(commit=None, dirty=None, root=None)
 
 
+# Modules that only orchestrate or read runs: editing them cannot change a run's numbers.
+NOT_RESULT_CODE = ("cli.py", "recipes/grid.py", "recipes/ray_executor.py", "recipes/reconstruct.py",
+                   "recipes/provenance.py")
+
+
 def code_fingerprint(package: Path | None = None) -> str:
     """sha256 over the sources that can change a run's numbers: every module of the package
-    (default: this one) except the results layer and the command line."""
+    (default: this one) except the results layer and NOT_RESULT_CODE."""
     import hashlib
 
     package = package or Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package).as_posix()
-        if relative.startswith("results/") or relative == "cli.py":
+        if relative.startswith("results/") or relative in NOT_RESULT_CODE:
             continue
         digest.update(relative.encode())
         digest.update(path.read_bytes())

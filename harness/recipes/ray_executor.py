@@ -13,23 +13,30 @@ is fixed by the protocol and selection happens afterwards, so no search or sched
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.protocol.settings import GridPoint
 from harness.recipes.run import RunRequest
+from harness.results.run_state import RUNS, run_key
+from harness.tasks.data import DATA_DIR_ENV
 
 
-def _run_point(request: RunRequest, variant: str, point: GridPoint, retry_failed: bool) -> list[str]:
+def _run_point(request: RunRequest, variant: str, point: GridPoint, retry_failed: bool, rerun_done: bool) -> list[str]:
     from harness.recipes.grid import run_grid
 
-    return [str(path) for path in run_grid(request, [(variant, point)], retry_failed=retry_failed)]
+    # wait: a retry after a lost worker finds the dead worker's claim and waits until it is stale
+    # (taken over at once when the dead process was on this host), then resumes its checkpoint
+    return [str(path) for path in run_grid(request, [(variant, point)], retry_failed=retry_failed,
+                                           rerun_done=rerun_done, wait=True)]
 
 
 def run_grid_on_ray(request: RunRequest, points: list[tuple[str, GridPoint]], *, address: str | None = None,
-                    retry_failed: bool = False, cpus_per_run: float = 1.0, gpus_per_run: float | None = None,
-                    max_retries: int = 3) -> list[Path]:
+                    retry_failed: bool = False, rerun_done: bool = False, cpus_per_run: float = 1.0,
+                    gpus_per_run: float | None = None, max_retries: int = 3) -> list[Path]:
     """Run the points as Ray tasks; returns the records written. gpus_per_run: default 1 when
     the request's device is cuda (or auto on a machine whose driver sees CUDA), else 0."""
     try:
@@ -44,13 +51,23 @@ def run_grid_on_ray(request: RunRequest, points: list[tuple[str, GridPoint]], *,
                            f"node sees")
     if gpus_per_run is None:
         gpus_per_run = 1.0 if request.device == "cuda" or (request.device == "auto" and _driver_sees_cuda()) else 0.0
+    # Workers may run elsewhere: every path they use is absolute, the data folder travels with them.
+    protocol = dataclasses.replace(request.protocol, path=Path(request.protocol.path).resolve())
+    data_dir = request.data_dir or os.environ.get(DATA_DIR_ENV)
+    quiet = dataclasses.replace(request, protocol=protocol, progress=False, out_dir=root.resolve(), restart=False,
+                                data_dir=str(Path(data_dir).resolve()) if data_dir else None)
+    if request.restart:   # here, once: a retried task must resume, not discard again
+        for variant, point in points:
+            shutil.rmtree(root / RUNS / run_key(protocol.settings_hash(request.profile, variant), variant, point.k,
+                                                point.seed, point.lr, point.batch_size, point.eps,
+                                                point.weight_decay), ignore_errors=True)
     if address in (None, "local"):
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", ignore_reinit_error=True)
     else:
         ray.init(address=address, ignore_reinit_error=True)
     task = ray.remote(_run_point).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)
-    quiet = dataclasses.replace(request, progress=False, out_dir=root.resolve())
-    pending = {task.remote(quiet, variant, point, retry_failed): (variant, point) for variant, point in points}
+    pending = {task.remote(quiet, variant, point, retry_failed, rerun_done): (variant, point)
+               for variant, point in points}
     written, failed = [], []
     with tqdm(total=len(pending), desc="grid", unit="run", dynamic_ncols=True) as bar:
         while pending:

@@ -84,8 +84,8 @@ def _load_trajectory(record_path: Path, record: dict) -> Trajectory:
 
 
 def _resolve_step(step: str, record: dict, trajectory: Trajectory) -> int:
-    if step == "final":
-        return trajectory.steps
+    if step == "final":   # a diverged run's last step made its weights non-finite: the one before it
+        return record["diverged_at"] - 1 if record.get("diverged_at") else trajectory.steps
     if step == "best":
         best = record["metrics"]["best_step"]
         if best is None:

@@ -178,17 +178,18 @@ def execute_run(request: RunRequest) -> Path:
     """Run one protocol point and write its record; returns the record's path."""
     started_at, wall_started = utc_now(), time.perf_counter()
     run = _resolve_point(request)
-    checkpoint = _checkpoint(run, request)
-    saved = checkpoint.load() if checkpoint is not None else None
     data = _setup_data(run, request)
+    checkpoint = _checkpoint(run, data, request)
+    saved = checkpoint.load()
     setup = _setup_model(run, data)
     header = _record_header(run, data, setup, started_at)
-    if saved is not None:   # the interrupted run's identity: its record is the one it would have written
+    path = _path(request, run, header["run_id"])
+    if saved is not None and not _path(request, run, saved["identity"]["run_id"]).exists():
+        # the interrupted run's identity: its record is the one it would have written (unless an
+        # attempt already wrote one under it, e.g. a failure now retried: then a new identity)
         header.update(run_id=saved["identity"]["run_id"], created_utc=saved["identity"]["created_utc"])
-    if checkpoint is not None:
-        checkpoint.identity = {"run_id": header["run_id"], "created_utc": header["created_utc"]}
-    path = record_path(request.out_dir, run.protocol.task, run.protocol.name, run.protocol.version, run.profile,
-                       header["run_id"])
+        path = _path(request, run, header["run_id"])
+    checkpoint.identity = {"run_id": header["run_id"], "created_utc": header["created_utc"]}
     try:
         trained = _train(run, setup, request, checkpoint)
         memory, radix = _measure(run, data, setup, request)
@@ -200,19 +201,33 @@ def execute_run(request: RunRequest) -> Path:
     if trained.result.trajectory is not None:
         record["trajectory"] = _save_trajectory(trained.result.trajectory, path)
     written = write_record(record, path)
-    if checkpoint is not None:
-        checkpoint.discard()
+    checkpoint.discard()
     return written
 
 
-def _checkpoint(run: _Resolved, request: RunRequest) -> RunCheckpoint:
-    """The run's checkpoint folder under the results root, keyed by its run key."""
-    point, policy = run.point, run.protocol.checkpoints
+def _path(request: RunRequest, run: _Resolved, run_id: str) -> Path:
+    return record_path(request.out_dir, run.protocol.task, run.protocol.name, run.protocol.version, run.profile,
+                       run_id)
+
+
+def checkpoint_folder(root: Path, run: _Resolved) -> Path:
+    point = run.point
     key = run_key(run.protocol.settings_hash(run.profile, run.variant.name), run.variant.name, point.k, point.seed,
                   point.lr, point.batch_size, point.eps, point.weight_decay)
-    checkpoint = RunCheckpoint(Path(request.out_dir) / RUNS / key,
-                               fingerprint={"run_key": key, "device_type": run.device.type,
-                                            "torch": torch.__version__, "code": code_fingerprint(),
+    return Path(root) / RUNS / key
+
+
+def _checkpoint(run: _Resolved, data: _Data, request: RunRequest) -> RunCheckpoint:
+    """The run's checkpoint folder under the results root, keyed by its run key; a resume must match
+    everything that could change its numbers (fingerprint)."""
+    policy, folder = run.protocol.checkpoints, checkpoint_folder(request.out_dir, run)
+    checkpoint = RunCheckpoint(folder,
+                               fingerprint={"run_key": folder.name, "device_type": run.device.type,
+                                            "device": device_info(run.device)["name"],
+                                            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                                            "packages": package_versions(), "code": code_fingerprint(),
+                                            "split_sha256": data.split.sha256(),
+                                            "tokenizer_sha256": data.tokenizer.info["sha256"],
                                             "format": CHECKPOINT_FORMAT},
                                every=request.checkpoint_every or policy.every, every_seconds=policy.every_seconds,
                                snapshot_every=request.snapshot_every or policy.snapshot_every)
@@ -225,7 +240,7 @@ def _save_trajectory(trajectory: Trajectory, record: Path) -> schema.TrajectoryF
     """The trajectory beside the record: <run id>.trajectory.safetensors."""
     path = record.with_name(f"{record.stem}{TRAJECTORY_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    trajectory.save(path)
+    trajectory.save(path, exclusive=False)   # a kill before the record was written may have left it
     return schema.TrajectoryFile(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                                  steps=trajectory.steps)
 

@@ -62,6 +62,7 @@ class RunLock:
     stale_after: float = STALE_AFTER
     heartbeat_every: float = HEARTBEAT_EVERY
     took_over: dict | None = None        # the stale lock's contents, when it was taken over
+    _mine: dict = field(default_factory=dict, repr=False)    # what this claim wrote into the lock
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _beat: threading.Thread | None = field(default=None, repr=False)
 
@@ -81,6 +82,13 @@ class RunLock:
                 os.rename(self.path, aside)   # only one taker can move it
             except FileNotFoundError:
                 return False
+            moved = read_lock(aside) or {}
+            if _identity(moved) != _identity(holder):   # another taker's fresh claim: put it back
+                try:
+                    os.link(aside, self.path)
+                finally:
+                    aside.unlink(missing_ok=True)
+                return False
             aside.unlink()
             if not self._create():
                 return False
@@ -94,23 +102,31 @@ class RunLock:
             descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        self._mine = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "started_utc": dt.datetime.now(dt.timezone.utc).isoformat()}
         with os.fdopen(descriptor, "w") as handle:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(),
-                       "started_utc": dt.datetime.now(dt.timezone.utc).isoformat()}, handle)
+            json.dump(self._mine, handle)
         return True
+
+    def owned(self) -> bool:
+        """Whether the lock file is still this claim (not taken over after a stall)."""
+        return _identity(read_lock(self.path) or {}) == _identity(self._mine)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_every):
+            if not self.owned():   # taken over after a stall: never keep another's claim alive
+                return
             try:
                 os.utime(self.path)
-            except FileNotFoundError:   # taken over after a stall: nothing left to keep alive
+            except FileNotFoundError:
                 return
 
     def release(self) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        self.path.unlink(missing_ok=True)
+        if self.owned():
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> RunLock:
         return self
@@ -119,13 +135,17 @@ class RunLock:
         self.release()
 
 
+def _identity(holder: dict) -> tuple:
+    return holder.get("host"), holder.get("pid"), holder.get("started_utc")
+
+
 def _progress(root: Path, key: str, steps: int) -> str:
     """", step S/N (checkpoint), ETA ..." from the run's last checkpoint, if it has one."""
     try:
         saved = json.loads((Path(root) / RUNS / key / "state.json").read_text())
     except (OSError, json.JSONDecodeError):
         return ""
-    step, seconds = saved["step"], saved["throughput"]["train_seconds"]
+    step, seconds = saved.get("step", 0), saved.get("throughput", {}).get("train_seconds", 0.0)
     eta = (steps - step) * seconds / step / 60 if step else None
     return f", step {step}/{steps} at its last checkpoint" + (f", ETA ~{eta:.0f} min of training" if eta else "")
 

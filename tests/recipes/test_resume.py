@@ -97,6 +97,12 @@ def test_a_foreign_checkpoint_is_refused_and_restart_discards_it(thirty_steps, s
     assert main(run_argv(thirty_steps, sst2_dir, out)) == 2
     err = capsys.readouterr().err
     assert "a checkpoint of another run setup (device_type: ['cuda'] here ['cpu'])" in err and "--restart" in err
+    saved["fingerprint"]["device_type"] = "cpu"
+    trajectory = state.parent / saved["files"]["trajectory"]
+    trajectory.write_bytes(trajectory.read_bytes()[:-50])
+    state.write_text(json.dumps(saved))
+    assert main(run_argv(thirty_steps, sst2_dir, out)) == 2
+    assert "a damaged checkpoint file" in capsys.readouterr().err
     state.write_text("{not json")
     assert main(run_argv(thirty_steps, sst2_dir, out)) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
@@ -133,3 +139,19 @@ def test_the_checkpoint_fingerprint_covers_the_code_that_changes_results(tmp_pat
     with (package / "zo" / "mezo.py").open("a") as source:
         source.write("# a change\n")
     assert code_fingerprint(package) != original
+
+
+@pytest.mark.slow
+def test_a_failure_after_a_checkpoint_is_retried_from_it_under_a_new_identity(thirty_steps, sst2_dir, tmp_path):
+    out = tmp_path / "r"
+    killed_at(9, run_argv(thirty_steps, sst2_dir, out), tmp_path)   # checkpoint at step 8
+    [state] = (out / ".runs").rglob("state.json")
+    identity = json.loads(state.read_text())["identity"]
+    folder = out / "sst2" / "sst2-mezo-v3" / "smoke"
+    folder.mkdir(parents=True)
+    # what a failure after that checkpoint leaves: a failed record under the checkpoint's identity
+    (folder / f"{identity['run_id']}.json").write_text(json.dumps({"run_id": identity["run_id"], "status": "failed"}))
+    assert main(run_argv(thirty_steps, sst2_dir, out)) == 0
+    [record] = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != identity["run_id"]]
+    assert record["status"] == "completed" and record["trajectory"]["steps"] == 30
+    assert not list((out / ".runs").iterdir())

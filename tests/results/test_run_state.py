@@ -4,6 +4,7 @@ created with O_EXCL, kept alive by a heartbeat, taken over once stale)."""
 import json
 import os
 import time
+from pathlib import Path
 
 from harness.results.run_state import (
     RunLock,
@@ -68,3 +69,25 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     taker = RunLock(tmp_path, "k3")
     assert taker.acquire() and taker.took_over["pid"] == dead_pid
     taker.release()
+
+
+def test_a_taker_that_finds_another_takers_fresh_claim_puts_it_back(tmp_path, monkeypatch):
+    import harness.results.run_state as run_state
+
+    stale = RunLock(tmp_path, "k4")
+    stale.path.parent.mkdir(parents=True)
+    assert stale._create()
+    os.utime(stale.path, (time.time() - 1000, time.time() - 1000))
+    fresh = {"host": "other-host", "pid": 1, "started_utc": "2099-01-01T00:00:00+00:00"}
+    real_rename = os.rename
+
+    def another_taker_first(source, target):   # B took over between C's look and C's rename
+        Path(source).write_text(json.dumps(fresh))
+        real_rename(source, target)
+
+    monkeypatch.setattr(run_state.os, "rename", another_taker_first)
+    taker = RunLock(tmp_path, "k4")
+    assert not taker.acquire()
+    holder = read_lock(taker.path)
+    assert (holder["host"], holder["pid"]) == ("other-host", 1)           # B's claim is back in place
+    assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["k4.lock"]
