@@ -45,9 +45,13 @@ class RunCheckpoint:
     identity: dict = field(default_factory=dict)   # the run's id and start time, kept so a resumed run keeps them
     _saved_at: float = field(default_factory=time.monotonic)
     _snapshot_step: int = 0
+    _loaded: dict | None = None   # the state `load` read
 
     def load(self) -> dict | None:
-        """The saved state (with the tensors it names), or None if there is none."""
+        """The saved state (with the tensors it names), or None if there is none; read and checked
+        once, then the same state is returned (the run and its training loop both ask)."""
+        if self._loaded is not None:
+            return self._loaded
         path = self.folder / "state.json"
         if not path.is_file():
             return None
@@ -66,6 +70,7 @@ class RunCheckpoint:
         for name in (name for name in state["files"].values() if name is not None):
             self._check_file(name)
         self._snapshot_step = state["snapshot_step"]
+        self._loaded = state
         return state
 
     def _check_file(self, name: str) -> None:
@@ -75,8 +80,7 @@ class RunCheckpoint:
             with safe_open(str(self.folder / name), framework="pt") as handle:
                 handle.keys()
         except Exception as error:   # missing, truncated or not safetensors
-            raise HarnessError(f"{self.folder / name}: a damaged checkpoint file ({type(error).__name__}: {error}); "
-                               f"--restart discards the checkpoint") from None
+            raise self._damaged(name, error) from None
 
     def tensors(self, name: str | None) -> dict[str, torch.Tensor] | None:
         from safetensors.torch import load_file
@@ -86,8 +90,11 @@ class RunCheckpoint:
         try:
             return load_file(str(self.folder / name))
         except Exception as error:
-            raise HarnessError(f"{self.folder / name}: a damaged checkpoint file ({type(error).__name__}: {error}); "
-                               f"--restart discards the checkpoint") from None
+            raise self._damaged(name, error) from None
+
+    def _damaged(self, name: str, error: Exception) -> HarnessError:
+        return HarnessError(f"{self.folder / name}: a damaged checkpoint file ({type(error).__name__}: {error}); "
+                            f"--restart discards the checkpoint")
 
     def due(self, step: int, steps: int) -> bool:
         return step < steps and (step % self.every == 0 or time.monotonic() - self._saved_at >= self.every_seconds)
@@ -123,6 +130,7 @@ class RunCheckpoint:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._loaded = None
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

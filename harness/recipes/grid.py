@@ -16,8 +16,15 @@ from harness.protocol.loading import Protocol
 from harness.protocol.settings import GridPoint
 from harness.protocol.variants import get_variant
 from harness.recipes.run import RunRequest, execute_run
-from harness.results.run_state import DONE, RUNS, RunLock, latest_status, read_lock, run_key
-from harness.results.store import read_records, record_path
+from harness.results.run_state import (
+    DONE,
+    RUNS,
+    RunLock,
+    latest_status,
+    point_key,
+    read_lock,
+)
+from harness.results.store import read_records, records_folder
 
 
 def grid_points(protocol: Protocol, profile: str, variants: list[str]) -> list[tuple[str, GridPoint]]:
@@ -41,11 +48,10 @@ def run_grid(request: RunRequest, points: list[tuple[str, GridPoint]], retry_fai
     is skipped, or with `wait` (a Ray task retried after its worker was lost) waited for until it
     is done or its claim turns stale and is taken over."""
     protocol, profile, root = request.protocol, request.profile, Path(request.out_dir)
-    folder = record_path(root, protocol.task, protocol.name, protocol.version, profile, "x").parent
+    folder = records_folder(root, protocol.task, protocol.name, protocol.version, profile)
     written = []
     for index, (variant, point) in enumerate(points, start=1):
-        key = run_key(protocol.settings_hash(profile, variant), variant, point.k, point.seed, point.lr,
-                      point.batch_size, point.eps, point.weight_decay)
+        key = point_key(protocol, profile, variant, point)
         prefix = (f"[{index}/{len(points)}] {variant} k={point.k} seed={point.seed} lr={point.lr:g} "
                   f"batch={point.batch_size} eps={point.eps:g} wd={point.weight_decay:g}")
         latest = _latest(folder, key)

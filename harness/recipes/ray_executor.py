@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.protocol.settings import GridPoint
 from harness.recipes.run import RunRequest
-from harness.results.run_state import RUNS, run_key
+from harness.results.run_state import RUNS, point_key
 from harness.tasks.data import DATA_DIR_ENV
 
 
@@ -58,9 +58,7 @@ def run_grid_on_ray(request: RunRequest, points: list[tuple[str, GridPoint]], *,
                                 data_dir=str(Path(data_dir).resolve()) if data_dir else None)
     if request.restart:   # here, once: a retried task must resume, not discard again
         for variant, point in points:
-            shutil.rmtree(root / RUNS / run_key(protocol.settings_hash(request.profile, variant), variant, point.k,
-                                                point.seed, point.lr, point.batch_size, point.eps,
-                                                point.weight_decay), ignore_errors=True)
+            shutil.rmtree(root / RUNS / point_key(protocol, request.profile, variant, point), ignore_errors=True)
     if address in (None, "local"):
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", ignore_reinit_error=True)
     else:

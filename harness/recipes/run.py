@@ -46,7 +46,7 @@ from harness.recipes.provenance import (
 )
 from harness.recipes.train import TrainResult, train_first_order, train_mezo
 from harness.results import schema
-from harness.results.run_state import RUNS, run_key
+from harness.results.run_state import RUNS, point_key
 from harness.results.schema import SCHEMA_VERSION
 from harness.results.store import new_run_id, record_path, utc_now, write_record
 from harness.tasks.batching import (
@@ -210,17 +210,11 @@ def _path(request: RunRequest, run: _Resolved, run_id: str) -> Path:
                        run_id)
 
 
-def checkpoint_folder(root: Path, run: _Resolved) -> Path:
-    point = run.point
-    key = run_key(run.protocol.settings_hash(run.profile, run.variant.name), run.variant.name, point.k, point.seed,
-                  point.lr, point.batch_size, point.eps, point.weight_decay)
-    return Path(root) / RUNS / key
-
-
 def _checkpoint(run: _Resolved, data: _Data, request: RunRequest) -> RunCheckpoint:
     """The run's checkpoint folder under the results root, keyed by its run key; a resume must match
     everything that could change its numbers (fingerprint)."""
-    policy, folder = run.protocol.checkpoints, checkpoint_folder(request.out_dir, run)
+    policy = run.protocol.checkpoints
+    folder = Path(request.out_dir) / RUNS / point_key(run.protocol, run.profile, run.variant.name, run.point)
     checkpoint = RunCheckpoint(folder,
                                fingerprint={"run_key": folder.name, "device_type": run.device.type,
                                             "device": device_info(run.device)["name"],

@@ -39,6 +39,12 @@ def run_key(protocol_hash: str, variant: str, k: int, seed: int, lr: float, batc
     return f"{variant}_k{k}_seed{seed}_lr{lr:g}_bs{batch_size}_eps{eps:g}_wd{weight_decay:g}_{protocol_hash[:16]}"
 
 
+def point_key(protocol, profile: str, variant: str, point) -> str:
+    """The run key of a grid point (a harness.protocol.settings.GridPoint) of a loaded protocol."""
+    return run_key(protocol.settings_hash(profile, variant), variant, point.k, point.seed, point.lr, point.batch_size,
+                   point.eps, point.weight_decay)
+
+
 def record_run_key(record: dict) -> str:
     seed, lr, batch_size, eps, weight_decay = grid_point(record)
     return run_key(record["protocol"]["hash"], record["variant"]["name"], record["k"], seed, lr, batch_size,
@@ -186,23 +192,21 @@ def grid_status(protocol, profile: str, variants: list[str], root: Path) -> list
     """Every point of a profile's grid with its state under `root`: completed, diverged, failed
     (with its error), running (host, pid, heartbeat age), stale (a lock nobody keeps alive) or
     pending."""
-    from harness.results.store import read_records, record_path
+    from harness.results.store import read_records, records_folder
 
-    folder = record_path(root, protocol.task, protocol.name, protocol.version, profile, "x").parent
+    folder = records_folder(root, protocol.task, protocol.name, protocol.version, profile)
     latest = latest_status(read_records(folder)) if folder.is_dir() else {}
     locks = running(root)
     rows = []
     for variant in variants or protocol.profile_variants[profile]:
-        digest = protocol.settings_hash(profile, variant)
-        point_steps = protocol.run_settings(profile, variant).steps
-        for point in protocol.run_settings(profile, variant).grid():
-            key = run_key(digest, variant, point.k, point.seed, point.lr, point.batch_size, point.eps,
-                          point.weight_decay)
+        settings = protocol.run_settings(profile, variant)
+        for point in settings.grid():
+            key = point_key(protocol, profile, variant, point)
             record, holder = latest.get(key), locks.get(key)
             if holder is not None:
                 state = "stale" if holder["age_seconds"] >= STALE_AFTER else "running"
                 detail = (f"{holder.get('host', '?')} pid {holder.get('pid', '?')}, heartbeat "
-                          f"{holder['age_seconds']:.0f} s ago{_progress(root, key, point_steps)}")
+                          f"{holder['age_seconds']:.0f} s ago{_progress(root, key, settings.steps)}")
             elif record is not None:
                 state = record["status"]
                 detail = record.get("error", "") if state == "failed" else record["run_id"]

@@ -42,8 +42,13 @@ def write_record(record: schema.RunRecord, path: Path) -> Path:
         raise HarnessError(f"record {path} already exists; records are append-only") from None
 
 
+def records_folder(out_dir: Path, task: str, protocol_name: str, version: int, profile: str) -> Path:
+    """Where the records of one protocol version's profile live under a results root."""
+    return Path(out_dir) / task / f"{protocol_name}-v{version}" / profile
+
+
 def record_path(out_dir: Path, task: str, protocol_name: str, version: int, profile: str, run_id: str) -> Path:
-    return Path(out_dir) / task / f"{protocol_name}-v{version}" / profile / f"{run_id}.json"
+    return records_folder(out_dir, task, protocol_name, version, profile) / f"{run_id}.json"
 
 
 def _upgrade_1_to_2(record: dict) -> dict:
