@@ -58,3 +58,27 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
 def atomic_write_text(path: str | Path, text: str, *, exclusive: bool = False) -> Path:
     """atomic_write_bytes of `text` encoded as UTF-8 (newlines written as given)."""
     return atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Refuse an output folder that cannot be written, before any work: `path` must be a folder
+    or not exist yet, its nearest existing ancestor a folder we can create files in (checked by
+    creating and removing a probe file there). Creates nothing that stays. Returns `path`."""
+    path = Path(path)
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise HarnessError(f"{what} {path}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise HarnessError(f"{what} {path} {where}, not a folder")
+    probe = existing / f".mezo-bench-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        target = "" if existing == path else f" (creating it needs {existing})"
+        raise HarnessError(f"{what} {path} is not writable{target}: {reason}") from None
+    probe.unlink(missing_ok=True)
+    return path
