@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("results/report"), help="output folder (default: results/report)")
     report.add_argument("--perf", type=Path, default=None,
                         help="stored performance runs for the perf table (default: <results>/perf)")
+    report.add_argument("--strict", action="store_true",
+                        help="exit 1 (after writing the report) if any record was skipped as unreadable or "
+                             "incomplete (default: skip each with one line on stderr, exit 0)")
 
     plan = commands.add_parser("plan", help="runs, steps, forward passes and estimated device-hours of a grid")
     plan.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
@@ -129,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--claims", type=Path, default=Path(DEFAULT_CLAIMS), help=f"claims ledger (default: {DEFAULT_CLAIMS})")
     claims.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
     claims.add_argument("--out", type=Path, default=None, help="also write claims.md and claims.json here")
+    claims.add_argument("--strict", action="store_true",
+                        help="exit 1 (after the verdicts) if any record was skipped as unreadable or incomplete "
+                             "(default: skip each with one line on stderr, exit 0)")
 
-    gate = commands.add_parser("gate", help="compare candidate records with a baseline; exit 1 on a regression")
+    gate = commands.add_parser("gate", help="compare candidate records with a baseline; exit 1 on a regression "
+                                            "(a missing metric, run or unreadable record is one)")
     gate.add_argument("--baseline", type=Path, required=True, help="baseline records (folder or file)")
     gate.add_argument("--candidate", type=Path, required=True, help="candidate records (folder or file)")
     gate.add_argument("--config", type=Path, default=Path(DEFAULT_GATE), help=f"metrics and tolerances (default: {DEFAULT_GATE})")
@@ -162,18 +169,19 @@ def _cmd_run(args) -> None:
 def _cmd_bench(args) -> None:
     from harness.protocol.loading import load_protocol
     from harness.recipes.grid import grid_points, run_grid
-    from harness.recipes.run import RunRequest, resolve_device
+    from harness.recipes.run import RunRequest, check_grid_inputs, resolve_device
 
     protocol = load_protocol(args.protocol)
     protocol.check_lock()
     profile = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
     points = grid_points(protocol, profile, args.variants or [])
-    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(points)} run(s)",
-          file=sys.stderr)
     request = RunRequest(protocol=protocol, profile=profile, variant="", k=None, seed=None, lr=None, out_dir=args.out,
                          data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
                          measure_memory=not args.no_memory, checkpoint_every=args.checkpoint_every,
                          snapshot_every=args.snapshot_every, restart=args.restart)
+    check_grid_inputs(request, points)
+    print(f"bench: protocol {protocol.name} v{protocol.version}, profile {profile}: {len(points)} run(s)",
+          file=sys.stderr)
     if args.executor == "ray":
         from harness.recipes.ray_executor import run_grid_on_ray
 
@@ -219,8 +227,10 @@ def _print_summary(paths: list[Path]) -> None:
 
 
 def _cmd_splits(args) -> None:
+    from harness.core.files import check_output_dir
     from harness.tasks.data import load_task_data, make_k_shot_split
 
+    check_output_dir(args.out, "--out")
     split = make_k_shot_split(load_task_data(args.task, args.data_dir), args.k, args.seed)
     written = split.write(args.out)
     hashes = split.sha256()
@@ -256,19 +266,27 @@ def _cmd_protocol(args) -> None:
                 print(f"  {key:<24} {value}")
 
 
-def _cmd_report(args) -> None:
+def _cmd_report(args) -> int:
+    """Records that cannot be read or lack required fields are skipped, one line each on stderr;
+    with --strict the command then exits 1 (after writing the report)."""
+    from harness.core.files import check_output_dir
     from harness.results.claims import load_paper
     from harness.results.perf import write_perf_report
     from harness.results.report import write_report
-    from harness.results.store import read_records
+    from harness.results.store import read_records_checked
 
-    records = read_records(args.results)
+    check_output_dir(args.out, "--out")
+    paper = load_paper(args.paper)
+    records, problems = read_records_checked(args.results)
+    for problem in problems:
+        print(f"mezo-bench: skipped {problem}", file=sys.stderr)
     if not records:
-        raise HarnessError(f"no run records under {args.results}")
-    for path in write_report(records, load_paper(args.paper), args.out):
+        raise HarnessError(f"no run records under {args.results}" + (f" ({len(problems)} skipped)" if problems else ""))
+    for path in write_report(records, paper, args.out):
         print(path)
     for path in write_perf_report(args.perf or args.results / "perf", args.out):
         print(path)
+    return 1 if problems and args.strict else 0
 
 
 def _cmd_plan(args) -> None:
@@ -292,7 +310,9 @@ def _cmd_perf_store(args) -> None:
     print(store_run(args.json, args.out))
 
 
-def _cmd_claims(args) -> None:
+def _cmd_claims(args) -> int:
+    """Skips unreadable or incomplete records as `report` does (--strict: exit 1 at the end)."""
+    from harness.core.files import check_output_dir
     from harness.results.claims import (
         judge_all,
         load_claims,
@@ -300,9 +320,17 @@ def _cmd_claims(args) -> None:
         summary_line,
         write_claims,
     )
-    from harness.results.store import read_records
+    from harness.results.store import read_records_checked
 
-    verdicts = judge_all(load_claims(args.claims, load_paper(args.paper)), read_records(args.results))
+    if args.out:
+        check_output_dir(args.out, "--out")
+    claims = load_claims(args.claims, load_paper(args.paper))
+    records, problems = read_records_checked(args.results)
+    for problem in problems:
+        print(f"mezo-bench: skipped {problem}", file=sys.stderr)
+    if not records:
+        raise HarnessError(f"no run records under {args.results}" + (f" ({len(problems)} skipped)" if problems else ""))
+    verdicts = judge_all(claims, records)
     for verdict in verdicts:
         print(summary_line(verdict))
     counts = {kind: sum(v.outcome == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
@@ -310,24 +338,28 @@ def _cmd_claims(args) -> None:
     if args.out:
         markdown, data = write_claims(verdicts, args.out)
         print(f"wrote {markdown} and {data}")
+    return 1 if problems and args.strict else 0
 
 
 def _cmd_gate(args) -> int:
+    from harness.core.files import check_output_dir
     from harness.results.gate import (
         gate,
         load_gate_config,
         to_markdown,
         write_gate_report,
     )
-    from harness.results.store import read_records
+    from harness.results.store import read_records_checked
 
+    check_output_dir(args.out, "--out")
     metrics = load_gate_config(args.config)
-    baseline, candidate = read_records(args.baseline), read_records(args.candidate)
-    if not baseline:
+    (baseline, baseline_problems), (candidate, candidate_problems) = (
+        read_records_checked(args.baseline), read_records_checked(args.candidate))
+    if not baseline and not baseline_problems:
         raise HarnessError(f"no run records under baseline {args.baseline}")
-    if not candidate:
+    if not candidate and not candidate_problems:
         raise HarnessError(f"no run records under candidate {args.candidate}")
-    result = gate(baseline, candidate, metrics)
+    result = gate(baseline, candidate, metrics, baseline_problems, candidate_problems)
     print(to_markdown(result))
     for path in write_gate_report(result, args.out):
         print(f"wrote {path}")
@@ -341,12 +373,23 @@ COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "splits": _cmd_splits, "report
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status: 0, 1 (a `gate` regression), 2 (`mezo-bench: error: ...`), or
+    130 after Ctrl-C, with one line: which run stopped where and what resumes it (RunInterrupted),
+    else `mezo-bench: interrupted`."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
     except HarnessError as error:
         print(f"mezo-bench: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:   # no traceback
+        message = str(interrupt) or "interrupted"   # a RunInterrupted's names the run and what resumes it
+        if message == "interrupted" and args.command == "bench":
+            message += "; run the same command again to go on (done points are skipped, checkpointed ones resume)"
+    # printed once the interrupt is let go: the frames it held are freed, so a progress bar it
+    # interrupted closes (ends its line) first
+    print(f"mezo-bench: {message}", file=sys.stderr)
+    return 130   # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
 
 
 if __name__ == "__main__":

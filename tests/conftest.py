@@ -49,12 +49,13 @@ def sst2_protocol() -> Path:
 @pytest.fixture(scope="session")
 def short_protocol(sst2_protocol, tmp_path_factory):
     """short_protocol(steps, eval_every): a copy of the committed protocol whose smoke runs are cut
-    to `steps`, locked as its own file (so runs of it never mix with the committed one's)."""
+    to `steps`, named sst2-mezo-short and locked as its own file (so runs of it never mix with the
+    committed one's)."""
     from harness.protocol.loading import load_protocol
 
     def make(steps: int, eval_every: int) -> Path:
         path = tmp_path_factory.mktemp("protocol") / "protocol.toml"
-        text = sst2_protocol.read_text()
+        text = sst2_protocol.read_text().replace('name = "sst2-mezo"', 'name = "sst2-mezo-short"')
         for old in ("steps = 400\neval_every = 100\n", "steps = 200\neval_every = 50\n"):
             text = text.replace(old, f"steps = {steps}\neval_every = {eval_every}\n")
         path.write_text(text)

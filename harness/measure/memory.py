@@ -10,6 +10,11 @@ the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs resets VmHWM);
 VmHWM after the phase, excess = peak - RSS just before it. glibc's mmap threshold is fixed
 at 64 KiB in the child so freed tensors leave RSS instead of staying in malloc's heap.
 Peaks include the weights and the runtime; excess is what the phase itself added.
+Nothing outlives the measuring process, even a SIGKILL of it: the pickle is an anonymous
+temporary file (no name; the kernel frees it with its last descriptor) whose descriptor each
+child inherits, and a child asks the kernel to kill it when its parent dies (`_die_with_parent`).
+Payload folders that versions before this one left in the temp folder are removed at the next
+CPU measurement (`remove_stale_payload_folders`).
 CPU, in process (the SGLang backend: its ModelRunner is one per process and cannot be
 pickled): the same warm-up and peak-RSS reset, phases one after another in this process.
 
@@ -21,13 +26,17 @@ include about 400 MB of PyTorch runtime. A measurement that fails is recorded as
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -157,15 +166,24 @@ def _measure_in_process(objective, trainable, batch, options, phases) -> dict:
     return _with_ratios(results, CUDA_METHOD if device.type == "cuda" else CPU_IN_PROCESS_METHOD)
 
 
+PAYLOAD_PREFIX = "mezo-bench-memory-"
+CHILD_TIMEOUT = 3600     # seconds one phase's child may take
+
+
 def _measure_cpu(objective, trainable, batch, options, phases) -> dict:
-    with tempfile.TemporaryDirectory(prefix="mezo-bench-memory-") as folder:
-        payload = Path(folder) / "payload.pt"
+    """The pickle goes to an anonymous file (O_TMPFILE on Linux: it never has a name, so no exit
+    path, SIGKILL included, can leave it behind); each child opens it afresh as
+    /proc/self/fd/<descriptor> (its own file offset) and torch.loads it as it would a named file."""
+    remove_stale_payload_folders()
+    with tempfile.TemporaryFile(prefix=PAYLOAD_PREFIX) as payload:
         torch.save({"objective": objective, "trainable": [name for name, _ in trainable], "batch": batch,
                     "options": options}, payload)
+        payload.flush()
         results = {}
         for phase in phases:
-            child = subprocess.run([sys.executable, "-m", "harness.measure.memory", str(payload), phase],
-                                   capture_output=True, text=True, timeout=3600,
+            child = subprocess.run([sys.executable, "-m", "harness.measure.memory", f"/proc/self/fd/{payload.fileno()}",
+                                    phase, str(os.getpid())],
+                                   pass_fds=(payload.fileno(),), capture_output=True, text=True, timeout=CHILD_TIMEOUT,
                                    env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
             if child.returncode != 0:
                 raise RuntimeError(f"memory child for {phase} failed: {child.stderr.strip()[-500:]}")
@@ -173,11 +191,73 @@ def _measure_cpu(objective, trainable, batch, options, phases) -> dict:
     return _with_ratios(results, CPU_METHOD)
 
 
+# Versions before the anonymous payload file saved it as <temp folder>/mezo-bench-memory-*/payload.pt,
+# left behind (the model's size) when they were killed. Such a folder is in use while an old child
+# measures a phase (its command line names the payload), while the old parent writes the payload
+# (it changes), and for the milliseconds between two children: it is stale when no process names it,
+# twice STALE_CHECK_GAP apart, and nothing in it changed for STALE_AFTER seconds.
+STALE_AFTER = 600.0
+STALE_CHECK_GAP = 0.5
+
+
+def remove_stale_payload_folders(root: str | Path | None = None) -> list[Path]:
+    """Remove the stale payload folders of earlier versions under `root` (default: the temp
+    folder); returns those removed."""
+    root = Path(root if root is not None else tempfile.gettempdir())
+    now = time.time()
+    candidates = [folder for folder in root.glob(f"{PAYLOAD_PREFIX}*")
+                  if folder.is_dir() and not folder.is_symlink() and now - _last_change(folder) > STALE_AFTER]
+    if not candidates:
+        return []
+    named = _command_lines()
+    time.sleep(STALE_CHECK_GAP)
+    named += _command_lines()
+    stale = [folder for folder in candidates if not any(str(folder) in line for line in named)]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
+def _last_change(folder: Path) -> float:
+    try:
+        return max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
+    except OSError:   # removed meanwhile, or not ours to read
+        return time.time()
+
+
+def _command_lines() -> list[str]:
+    """Every process's command line, arguments joined by spaces."""
+    lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:   # the process ended meanwhile
+            continue
+    return lines
+
+
 def _status_kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
-def _child(payload_path: str, phase: str) -> None:
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere nothing is
+    asked), then exit if the parent is already gone (it may have died before the request). The
+    kernel sends the signal when the *thread* that started this child ends: the one blocked in
+    subprocess.run, which ends only with its process."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):   # no prctl: not Linux
+        pass
+    if os.getppid() != parent_pid:
+        sys.exit(f"memory child: parent process {parent_pid} is gone")
+
+
+def _child(payload_path: str, phase: str, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     payload = torch.load(payload_path, weights_only=False)
     objective: Objective = payload["objective"]
     parameters = dict(objective.model.named_parameters())
@@ -194,4 +274,4 @@ def _child(payload_path: str, phase: str) -> None:
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1], sys.argv[2])
+    _child(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -4,6 +4,12 @@ Each (profile, variant) pair resolves to one RunSettings; its hash covers every 
 that can change a result. The hashes of each version are locked in `protocol.lock.json`
 beside the protocol file, so changing a value without bumping `version` is an error, not a
 silent change of meaning.
+
+Where the lock lives: a protocol's name belongs to one file. The names of the protocols this
+checkout ships (benchmarks/<task>/protocol.toml) are locked only in the lock beside the shipped
+file, wherever a file of that name is loaded from: an unchanged copy is the same protocol, a
+changed copy under the same name is refused, and `--lock` refuses to lock one (a protocol from
+elsewhere must carry a new `name`). A protocol with a name of its own is locked beside its file.
 """
 
 from __future__ import annotations
@@ -35,6 +41,19 @@ TOP_LEVEL_KEYS = ("name", "version", "task", "description", "auto_profile", "che
 CHECKPOINT_KEYS = tuple(f.name for f in dataclasses.fields(CheckpointPolicy))
 
 
+BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def shipped_protocols() -> dict[str, Path]:
+    """name -> file of the protocols this checkout ships (benchmarks/*/protocol.toml)."""
+    shipped: dict[str, Path] = {}
+    for path in sorted(BENCHMARKS_DIR.glob("*/protocol.toml")):
+        name = read_toml(path, "protocol file").get("name")
+        if isinstance(name, str):
+            shipped.setdefault(name, path.resolve())
+    return shipped
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A loaded protocol file: its profiles, the variants each runs, and the resolved settings
@@ -49,10 +68,17 @@ class Protocol:
     profile_variants: dict[str, tuple[str, ...]]          # profile -> the variants it runs
     settings: dict[tuple[str, str], RunSettings]           # (profile, variant) -> resolved settings
     checkpoints: CheckpointPolicy = CheckpointPolicy()      # how often runs checkpoint (hashed nowhere)
+    home: Path | None = None                                # the shipped file owning this name, if any
 
     @property
     def lock_path(self) -> Path:
-        return self.path.with_name(self.path.stem + ".lock.json")
+        owner = self.home or self.path
+        return owner.with_name(owner.stem + ".lock.json")
+
+    @property
+    def is_foreign_copy(self) -> bool:
+        """A file that carries a shipped protocol's name but is not that file."""
+        return self.home is not None and self.path.resolve() != self.home
 
     @property
     def profiles(self) -> list[str]:
@@ -100,6 +126,9 @@ class Protocol:
 
         Adding a variant to a profile adds a hash without changing any existing one, so it is
         locked into the current version (`--lock`); changing or removing one needs a new version."""
+        if self.is_foreign_copy:
+            self._check_copy()
+            return
         locked = self.read_lock().get(str(self.version))
         if locked is None:
             raise HarnessError(
@@ -118,9 +147,25 @@ class Protocol:
                 f"{self.path}: {', '.join(added)} are not locked in version {self.version}; "
                 f"run `mezo-bench protocol --protocol {self.path} --lock` to add them")
 
+    def _check_copy(self) -> None:
+        """A copy of a shipped protocol is valid only while it is that protocol: the same hashes."""
+        locked = self.read_lock().get(str(self.version), {})
+        current = self.current_hashes()
+        differing = sorted(key for key in current.keys() | locked.keys() if current.get(key) != locked.get(key))
+        if differing:
+            raise HarnessError(
+                f"{self.path} carries the name {self.name!r} of {self.home} but is not that protocol "
+                f"(version {self.version}: {', '.join(differing[:4])}{' ...' if len(differing) > 4 else ''} "
+                f"differ from {self.lock_path}); give the changed protocol a new `name` (it is a new "
+                f"identity) and lock it with `mezo-bench protocol --protocol {self.path} --lock`")
+
     def write_lock(self) -> dict[str, str]:
         """Lock the current version's hashes: a new version, or new (profile, variant) pairs
-        added to an existing one. Refuses to change or drop a locked hash."""
+        added to an existing one. Refuses to change or drop a locked hash, and to lock a copy
+        under a shipped protocol's name."""
+        if self.is_foreign_copy:
+            raise HarnessError(f"{self.path} carries the name {self.name!r} of {self.home}, whose lock is "
+                               f"{self.lock_path}; give your protocol a new `name` before locking it")
         lock = self.read_lock()
         current = self.current_hashes()
         existing = lock.get(str(self.version), {})
@@ -232,4 +277,5 @@ def load_protocol(path: str | Path) -> Protocol:
 
     return Protocol(path=path, name=str(raw["name"]), version=raw["version"], task=raw["task"],
                     description=str(raw.get("description", "")), auto_profile=dict(auto_profile),
-                    profile_variants=profile_variants, settings=settings, checkpoints=policy)
+                    profile_variants=profile_variants, settings=settings, checkpoints=policy,
+                    home=shipped_protocols().get(str(raw["name"])))

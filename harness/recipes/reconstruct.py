@@ -23,6 +23,7 @@ import torch
 from harness.backends.registry import get_backend
 from harness.backends.tokenizers import load_tokenizer
 from harness.core.errors import HarnessError
+from harness.core.files import check_output_dir
 from harness.protocol.loading import load_protocol
 from harness.protocol.variants import get_variant
 from harness.results.store import read_record
@@ -38,6 +39,7 @@ def reconstruct(record_path: Path, step: str, out_dir: Path, data_dir: str | Non
     steps = _resolve_step(step, record, trajectory)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise HarnessError(f"--out {out_dir} exists and is not an empty folder")
+    check_output_dir(out_dir, "--out")
     device = torch.device(trajectory.device_type)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"{record_path}: the run drew z on CUDA; replaying it needs a CUDA device")

@@ -12,12 +12,14 @@
    backends with a prefix cache;
 6. test the best-dev checkpoint;
 7. record (harness.results.schema), written once: "completed" or "diverged", or "failed"
-   with the error if anything in 4-6 raised.
+   with the error if anything in 4-6 raised. Ctrl-C writes none (RunInterrupted): the checkpoint
+   resumes the run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 import traceback
@@ -30,6 +32,7 @@ from harness.backends.base import Backend, LoadedModel
 from harness.backends.registry import get_backend
 from harness.backends.tokenizers import LoadedTokenizer, load_tokenizer
 from harness.core.errors import HarnessError
+from harness.core.files import check_output_dir
 from harness.measure.liveness import LivenessReport, check_liveness
 from harness.measure.memory import measure_memory
 from harness.measure.sparsity import summarize_projected_grads
@@ -44,7 +47,12 @@ from harness.recipes.provenance import (
     git_state,
     package_versions,
 )
-from harness.recipes.train import TrainResult, train_first_order, train_mezo
+from harness.recipes.train import (
+    TrainingInterrupted,
+    TrainResult,
+    train_first_order,
+    train_mezo,
+)
 from harness.results import schema
 from harness.results.run_state import RUNS, point_key
 from harness.results.schema import SCHEMA_VERSION
@@ -174,10 +182,42 @@ class _Trained:
     train_loss_end: float
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run. Its message says which run, where it stopped and whether a checkpoint
+    resumes it; `mezo-bench` prints it as its one line. No record is written: the run did not fail."""
+
+
 def execute_run(request: RunRequest) -> Path:
-    """Run one protocol point and write its record; returns the record's path."""
+    """Run one protocol point and write its record; returns the record's path. Ctrl-C ends it
+    as RunInterrupted."""
     started_at, wall_started = utc_now(), time.perf_counter()
     run = _resolve_point(request)
+    doing = ["setting up"]   # what the run is doing, for an interrupt's message
+    try:
+        return _execute(run, request, started_at, wall_started, doing)
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(_interrupted(run, request, interrupt, doing[0])) from None
+
+
+def _interrupted(run: _Resolved, request: RunRequest, interrupt: KeyboardInterrupt, doing: str) -> str:
+    """`interrupted at step N/S of <run>; <what resumes it>`, from the checkpoint on disk."""
+    point = run.point
+    name = (f"{run.variant.name} k={point.k} seed={point.seed} lr={point.lr:g} batch={point.batch_size} "
+            f"eps={point.eps:g} wd={point.weight_decay:g}")
+    step = interrupt.step if isinstance(interrupt, TrainingInterrupted) else None
+    where = f"at step {step}/{run.settings.steps} of" if step is not None else f"while {doing}"
+    folder = _checkpoint_folder(run, request)
+    try:
+        saved_step = json.loads((folder / "state.json").read_text())["step"]
+    except FileNotFoundError:
+        return f"interrupted {where} {name}; nothing to resume (no checkpoint yet)"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"interrupted {where} {name}; nothing to resume ({folder / 'state.json'} unreadable: {error})"
+    again = "run the same command again" + (" without --restart" if request.restart else "")
+    return f"interrupted {where} {name}; resumable: {again} (checkpoint at step {saved_step} in {folder})"
+
+
+def _execute(run: _Resolved, request: RunRequest, started_at, wall_started: float, doing: list[str]) -> Path:
     data = _setup_data(run, request)
     checkpoint = _checkpoint(run, data, request)
     saved = checkpoint.load()
@@ -191,10 +231,13 @@ def execute_run(request: RunRequest) -> Path:
         path = _path(request, run, header["run_id"])
     checkpoint.identity = {"run_id": header["run_id"], "created_utc": header["created_utc"]}
     try:
+        doing[0] = "training"
         trained = _train(run, setup, request, checkpoint)
+        doing[0] = "measuring"
         memory, radix = _measure(run, data, setup, request)
+        doing[0] = "testing"
         test_accuracy = _test_best_dev(setup, trained.result)
-    except Exception as error:
+    except Exception as error:   # not KeyboardInterrupt: an interrupted run writes no record
         write_record(_failed_record(header, error, wall_started), path)
         raise
     record = _finished_record(header, run, trained, memory, radix, test_accuracy, wall_started)
@@ -210,11 +253,15 @@ def _path(request: RunRequest, run: _Resolved, run_id: str) -> Path:
                        run_id)
 
 
+def _checkpoint_folder(run: _Resolved, request: RunRequest) -> Path:
+    return Path(request.out_dir) / RUNS / point_key(run.protocol, run.profile, run.variant.name, run.point)
+
+
 def _checkpoint(run: _Resolved, data: _Data, request: RunRequest) -> RunCheckpoint:
     """The run's checkpoint folder under the results root, keyed by its run key; a resume must match
     everything that could change its numbers (fingerprint)."""
     policy = run.protocol.checkpoints
-    folder = Path(request.out_dir) / RUNS / point_key(run.protocol, run.profile, run.variant.name, run.point)
+    folder = _checkpoint_folder(run, request)
     checkpoint = RunCheckpoint(folder,
                                fingerprint={"run_key": folder.name, "device_type": run.device.type,
                                             "device": device_info(run.device)["name"],
@@ -243,6 +290,7 @@ def _resolve_point(request: RunRequest) -> _Resolved:
     """Check the protocol's lock and every option; the grid point the options choose."""
     protocol = request.protocol
     protocol.check_lock()
+    check_output_dir(request.out_dir, "--out")
     device = resolve_device(request.device)
     profile = protocol.resolve_profile_name(request.profile, device.type)
     variant = get_variant(request.variant)
@@ -261,16 +309,49 @@ def _resolve_point(request: RunRequest) -> _Resolved:
     return _Resolved(protocol, device, profile, variant, backend, settings, point)
 
 
+def check_grid_inputs(request: RunRequest, points: list[tuple[str, GridPoint]]) -> None:
+    """Everything a grid's runs will read, checked before the first one starts (no model is
+    built): the protocol's lock, the results root, the data and each (k, seed)'s split, and
+    each tokenizer's label words."""
+    request.protocol.check_lock()
+    check_output_dir(request.out_dir, "--out")
+    data = load_task_data(request.protocol.task, request.data_dir)
+    for k, seed in sorted({(point.k, point.seed) for _, point in points}):
+        make_k_shot_split(data, k, seed)
+    settings = [request.protocol.run_settings(request.profile, variant) for variant, _ in points]
+    for tokenizer_spec, label_words in sorted({(s.tokenizer, s.label_words) for s in settings}):
+        _label_ids(load_tokenizer(tokenizer_spec, data.train_sentences()), label_words, data)
+
+
+def _label_ids(tokenizer: LoadedTokenizer, label_words: tuple[str, ...], data: TaskData) -> list[int]:
+    """The label words' token ids; for a tokenizer trained on the task's data, an error says
+    how often each word occurs there (a tiny training set is the usual cause)."""
+    try:
+        return label_word_ids(tokenizer.tokenizer, label_words)
+    except HarnessError as error:
+        if "trained_on" not in tokenizer.info:
+            raise
+        raise HarnessError(f"{error}. The {tokenizer.info['id']} tokenizer learns its vocabulary from the task's "
+                           f"{len(data.train_lines)} training sentences ({data.source}); "
+                           f"{_word_counts(label_words, data.train_sentences())}: a word needs 2 or more "
+                           f"to become a token, so the training data is too small or lacks the label words") from None
+
+
 def _setup_data(run: _Resolved, request: RunRequest) -> _Data:
     """The task data, the run's k-shot split, the tokenizer and every split's prompts."""
     settings = run.settings
     data = load_task_data(run.protocol.task, request.data_dir)
     split = make_k_shot_split(data, run.point.k, run.point.seed)
     tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences())
-    label_ids = label_word_ids(tokenizer.tokenizer, settings.label_words)
+    label_ids = _label_ids(tokenizer, settings.label_words, data)
     encoder = PromptEncoder(tokenizer.tokenizer, settings.template, settings.max_length)
     encoded = {name: encoder.encode_all(split.examples(name)) for name in ("train", "dev", "test")}
     return _Data(data, split, tokenizer, label_ids, encoded)
+
+
+def _word_counts(words: tuple[str, ...], sentences: list[str]) -> str:
+    counts = {word.strip(): sum(sentence.split().count(word.strip()) for sentence in sentences) for word in words}
+    return ", ".join(f"{word!r} occurs {n} time(s)" for word, n in counts.items())
 
 
 def _setup_model(run: _Resolved, data: _Data) -> _ModelSetup:

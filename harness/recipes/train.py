@@ -11,6 +11,7 @@ numpy.random.default_rng(run seed). A non-finite loss stops training (`diverged_
 best-dev checkpoint before it stands. Dev ties keep the earlier step. FT: AdamW on the
 cross-entropy, linear decay without warm-up, dropout on in training steps (off for
 evaluation), the gradients' global norm clipped to `max_grad_norm` before each step.
+Ctrl-C in a loop ends it as TrainingInterrupted, which names the step it stopped in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +70,24 @@ class TrainResult:
                 self.curve.setdefault(name, []).append(value)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C in a training loop; `step` is the step in progress (None: before the first, e.g.
+    while a resume replays its trajectory). Still a KeyboardInterrupt, so nothing that catches
+    Exception takes it for a failure."""
+
+    def __init__(self, step: int | None):
+        super().__init__("interrupted" if step is None else f"interrupted at step {step}")
+        self.step = step
+
+
+@contextmanager
+def _interrupt_names_the_step(current_step: Callable[[], int | None]):
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(current_step()) from None
+
+
 def _evaluate(result: TrainResult, objective: Objective, dev_batches: list[Batch], step: int, clock: Clock) -> float:
     started = clock.now()
     dev_accuracy = objective.accuracy(dev_batches)
@@ -104,7 +125,8 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
     ragged_batches: the backend runs the real tokens only, so throughput counts no padding.
     checkpoint: saved on its schedule; a run it holds a state of resumes from it."""
     saved = checkpoint.load() if checkpoint is not None else None
-    with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
+    step = None   # the step in progress, for an interrupt
+    with MeZO(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine, _interrupt_names_the_step(lambda: step):
         step_seeds = np.random.default_rng(seed)   # one seed per step, drawn from the run's RNG
         result = TrainResult(curve_stride=curve_stride(steps),
                              z_stream={"stream": engine.z_stream, "chunk_elements": engine.chunk_elements},
@@ -208,8 +230,9 @@ def train_first_order(*, objective: Objective, trainable: list[tuple[str, torch.
     model = objective.model
     saved = checkpoint.load() if checkpoint is not None else None
     cuda = params[0].device.type == "cuda"
+    step = None   # the step in progress, for an interrupt
 
-    with torch.random.fork_rng(devices=[params[0].device] if cuda else []):
+    with torch.random.fork_rng(devices=[params[0].device] if cuda else []), _interrupt_names_the_step(lambda: step):
         torch.manual_seed(seed)                 # dropout masks
         first = _resume_first_order(saved, checkpoint, model, optimizer, scheduler, sampler, result) if saved else 1
         bar = _progress_bar(steps, "FT", progress, first)

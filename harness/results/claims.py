@@ -7,6 +7,9 @@ hardware, profile, steps, seeds). Only complete grids count: every grid point of
 typed: reproduced, refuted, or not measured with what is missing; one reached on a
 random-init model says so. A test-accuracy claim selects over a grid (best dev per seed), so
 the records that count must resolve to one grid (one protocol hash): such a claim names a profile.
+Grids are grouped by protocol hash, source data (data.source_sha256) and k, never by name and
+version; no verdict rests on runs of more than one source data, and records whose protocol names
+and hashes disagree are refused (harness.results.selection.check_identities).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
 from harness.results.selection import (
     best_dev_per_seed,
+    check_identities,
+    data_identity,
     field_value,
     grid_point,
     grid_points,
@@ -193,15 +198,16 @@ def _describe(records: list[dict]) -> str:
 
 
 def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
-    """Records grouped by (protocol hash, k); only groups in which every grid point of every
-    seed has a completed or diverged run count. Returns (complete groups, what the others miss)."""
+    """Records grouped by (protocol hash, source data, k); only groups in which every grid point
+    of every seed has a completed or diverged run count. Returns (complete groups, what the others miss)."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault((record["protocol"]["hash"], record["k"]), []).append(record)
+        groups.setdefault((record["protocol"]["hash"], data_identity(record), record["k"]), []).append(record)
     complete, missing = [], []
-    for (digest, k), group in groups.items():
+    for (digest, _, k), group in groups.items():
         grid = group[0]["protocol"].get("grid")
-        where = f"profile {group[0]['protocol']['profile']} k={k} (protocol {digest[:8]})"
+        where = (f"profile {group[0]['protocol']['profile']} k={k} (protocol {digest[:8]}, "
+                 f"data {data_identity(group[0], 8)})")
         if grid is None:
             missing.append(f"{where}: its records do not say their grid (older schema)")
             continue
@@ -252,6 +258,11 @@ def judge(claim: Claim, records: list[dict]) -> Verdict:
     groups, missing = _complete_groups(matching)
     if not groups:
         return Verdict(claim, "not measured", None, "no complete grid: " + "; ".join(missing))
+    data = sorted({data_identity(g[0], 8) for g in groups})
+    if len(data) > 1:
+        return Verdict(claim, "not measured", None,
+                       f"complete grids of several source data match (data.source_sha256: {'; '.join(data)}); "
+                       f"a verdict rests on one data set: keep the records of one under --results")
     if claim.metric in SELECTION_METRICS and len({g[0]["protocol"]["hash"] for g in groups}) > 1:
         return Verdict(claim, "not measured", None,
                        f"complete grids of several protocol hashes match ({_describe([g[0] for g in groups])}); "
@@ -269,6 +280,8 @@ def judge(claim: Claim, records: list[dict]) -> Verdict:
 
 
 def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:
+    """Every claim's verdict; records whose names and hashes disagree are refused first."""
+    check_identities(records)
     return [judge(claim, records) for claim in claims]
 
 

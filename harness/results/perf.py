@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.core.errors import HarnessError
-from harness.core.files import atomic_write_text
+from harness.core.files import atomic_write_text, check_output_dir
 from harness.core.text import slug
 from harness.results.figures import pyplot, save_figure
 
@@ -66,20 +66,30 @@ def load_benchmark_json(path: Path) -> dict:
         run = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise HarnessError(f"{path}: not a readable pytest-benchmark JSON file ({error})") from None
+    if not isinstance(run, dict):
+        raise HarnessError(f"{path}: not pytest-benchmark JSON: a {type(run).__name__}, not an object")
     for field in ("machine_info", "commit_info", "benchmarks", "datetime"):
         if field not in run:
             raise HarnessError(f"{path}: not pytest-benchmark JSON: field {field!r} is missing")
-    if not run["benchmarks"]:
+    for field in ("machine_info", "commit_info"):
+        if not isinstance(run[field], dict):
+            raise HarnessError(f"{path}: field {field!r} must be a JSON object, got {type(run[field]).__name__}")
+    if not isinstance(run["benchmarks"], list) or not run["benchmarks"]:
         raise HarnessError(f"{path}: holds no benchmarks (were they all skipped or deselected?)")
     for bench in run["benchmarks"]:
         if "kind" not in bench.get("extra_info", {}):
             raise HarnessError(f"{path}: benchmark {bench.get('name')!r} has no extra_info 'kind'; "
                                f"only benchmarks/perf runs can be stored")
+    try:
+        datetime.fromisoformat(run["datetime"])
+    except (TypeError, ValueError):
+        raise HarnessError(f"{path}: field 'datetime' must be an ISO 8601 time, got {run['datetime']!r}") from None
     return run
 
 
 def store_run(json_path: Path, out_root: Path) -> Path:
     """Copy a benchmark run to out_root/<machine>/<UTC time>_<commit>.json (atomically)."""
+    check_output_dir(out_root, "--out")
     run = load_benchmark_json(json_path)
     commit = run["commit_info"].get("id") or "nocommit"
     dirty = "-dirty" if run["commit_info"].get("dirty") else ""

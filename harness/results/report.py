@@ -1,10 +1,13 @@
 """`mezo-bench report`: aggregate records like the paper and draw the figures.
 
-Aggregation: records are grouped by task, protocol version, profile, hardware class,
-model, variant and k; in each group the best-dev grid point of every seed is selected
-(harness.results.selection.best_dev_per_seed), and each row reports the mean and population std
-(ddof=0) over seeds of those runs. Every figure names on its face the protocol, profile,
-hardware and model that produced it.
+Aggregation: records are grouped by what they are, not what they are called: task, protocol
+hash, source data (harness.results.selection.data_identity), hardware class, model, variant and
+k; the protocol's name, version and profile are shown beside the hash (first 8 hex digits in
+summary.md; full in summary.csv), and records whose names and hashes disagree are refused
+(selection.check_identities). In each group the best-dev grid point of every seed is selected
+(selection.best_dev_per_seed), and each row reports the mean and population std (ddof=0) over
+seeds of those runs. Every figure names on its face the protocol, profile, hardware and model
+that produced it (and the data, where one figure holds runs of several).
 """
 
 from __future__ import annotations
@@ -16,16 +19,40 @@ from harness.core.stats import mean, population_std
 from harness.core.text import slug
 from harness.protocol.variants import VARIANTS
 from harness.results.figures import pyplot, save_figure
-from harness.results.selection import best_dev_per_seed, hardware_class, selectable
+from harness.results.selection import (
+    best_dev_per_seed,
+    check_identities,
+    data_identity,
+    hardware_class,
+    selectable,
+)
 
-GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k")
+# hash: the protocol hash of the (profile, variant); data: data_identity (the source files' sha256)
+GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k", "hash", "data")
 SELECTION_KEYS = ("task", "protocol", "version", "profile", "hardware", "model")
 MIB = 2**20
 
 
 def _group_key(record: dict) -> tuple:
+    """GROUP_KEYS of a record. Name, version and profile add nothing to the hash (one hash per
+    name, version, profile and variant: check_identities); they are there to be read."""
     return (record["task"], record["protocol"]["name"], record["protocol"]["version"], record["protocol"]["profile"],
-            hardware_class(record), record["model"]["id"], record["variant"]["name"], record["k"])
+            hardware_class(record), record["model"]["id"], record["variant"]["name"], record["k"],
+            record["protocol"]["hash"], data_identity(record))
+
+
+def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
+    """The selectable records by _group_key, in a stable order."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in selectable(records):
+        groups.setdefault(_group_key(record), []).append(record)
+    return dict(sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])))
+
+
+def _short(table):
+    """The summary table as shown in summary.md: hash and data to 8 hex digits each."""
+    return table.assign(hash=table["hash"].str[:8],
+                        data=table["data"].str.replace(r"([0-9a-f]{8})[0-9a-f]{56}", r"\1", regex=True))
 
 
 def _values(runs: list[dict], getter) -> list[float]:
@@ -54,24 +81,23 @@ def summarize(records: list[dict], paper: dict[str, dict]):
     throughput of the best-dev run of each seed, beside the paper's value."""
     import pandas as pd
 
-    groups: dict[tuple, list[dict]] = {}
-    for record in selectable(records):
-        groups.setdefault(_group_key(record), []).append(record)
+    check_identities(records)
     rows = []
-    for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])):
+    for key, runs in _groups(records).items():
         selected = best_dev_per_seed(runs)
         if not selected:   # every run diverged before its first evaluation: listed by unevaluated_groups
             continue
+        group = dict(zip(GROUP_KEYS, key))
         tests = [100 * r["metrics"]["test_accuracy"] for r in selected]
-        paper_test = _paper_entry(paper, key[6], key[7], "test_accuracy")
-        paper_zero = _paper_entry(paper, key[6], key[7], "zero_shot_accuracy")
+        paper_test = _paper_entry(paper, group["variant"], group["k"], "test_accuracy")
+        paper_zero = _paper_entry(paper, group["variant"], group["k"], "zero_shot_accuracy")
 
         def phase(name, field="excess_bytes"):
             values = _values(selected, lambda r: r["memory"]["phases"][name][field])
             return mean(values) / MIB if values else None
 
         rows.append({
-            **dict(zip(GROUP_KEYS, key)),
+            **group,
             "seeds": len(selected),
             "runs": len(runs),
             "diverged": sum(r["status"] == "diverged" for r in runs),   # still points of the grid
@@ -90,12 +116,12 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "tokens_per_s": mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
             "padding_pct": mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
             "backend": selected[0]["variant"]["backend"],
-            "method": VARIANTS[key[6]].label if key[6] in VARIANTS else "",
+            "method": VARIANTS[group["variant"]].label if group["variant"] in VARIANTS else "",
             "paper_test_acc": paper_test["mean"] if paper_test else None,
             "paper_test_std": paper_test.get("std") if paper_test else None,
             "paper_zero_shot_acc": paper_zero["mean"] if paper_zero else None,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(GROUP_KEYS))   # no evaluated group
 
 
 def _title(selection: dict, what: str) -> str:
@@ -108,51 +134,48 @@ def _title(selection: dict, what: str) -> str:
 def unevaluated_groups(records: list[dict]) -> list[str]:
     """Groups none of whose runs reached a dev evaluation (every one diverged before it): they
     have no accuracy, so the summary has no row for them; said, not dropped silently."""
-    groups: dict[tuple, list[dict]] = {}
-    for record in selectable(records):
-        groups.setdefault(_group_key(record), []).append(record)
-    return [" ".join(f"{name}={value}" for name, value in zip(GROUP_KEYS, key)) + f": {len(runs)} run(s) diverged"
-            for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0]))
-            if not best_dev_per_seed(runs)]
+    return [" ".join(f"{name}={value}" for name, value in zip(GROUP_KEYS, key[:-2]))
+            + f" hash={key[-2][:8]} data={data_identity(runs[0], 8)}: {len(runs)} run(s) diverged"
+            for key, runs in _groups(records).items() if not best_dev_per_seed(runs)]
 
 
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
     """summary.csv and summary.md for all groups, and five figures per selection
     (task, protocol version, profile, hardware, model). Returns the files written."""
     plt = pyplot()
+    table = summarize(records, paper)   # refuses inconsistent records before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = summarize(records, paper)
     written = [out_dir / "summary.csv", out_dir / "summary.md"]
     atomic_write_text(written[0], table.to_csv(index=False))
     atomic_write_text(written[1], "# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
                           "Accuracies in %, memory excess in MiB.\n\n"
-                          + table.to_markdown(index=False, floatfmt=".4g") + "\n"
+                          + _short(table).to_markdown(index=False, floatfmt=".4g") + "\n"
                           + "".join(f"\nNo evaluated run (not in the table): {group}\n"
                                     for group in unevaluated_groups(records)))
 
-    by_run_group: dict[tuple, list[dict]] = {}
-    for record in selectable(records):
-        by_run_group.setdefault(_group_key(record), []).append(record)
+    by_run_group = _groups(records)
 
     for selection_values, rows in table.groupby(list(SELECTION_KEYS), sort=True):
         selection = dict(zip(SELECTION_KEYS, selection_values))
         folder = out_dir / slug(*selection_values)
         folder.mkdir(exist_ok=True)
-        rows = rows.sort_values(["variant", "k"])
-        labels = [f"{v}\nk={k}" for v, k in zip(rows["variant"], rows["k"])]
+        rows = rows.sort_values(["variant", "k", "data"])
+        several_data = rows["data"].nunique() > 1     # then every label says which data
+        data_names = [f" data {d}" if several_data else "" for d in _short(rows)["data"]]
+        labels = [f"{v}\nk={k}{d}" for v, k, d in zip(rows["variant"], rows["k"], data_names)]
         x = range(len(rows))
 
         # 1. dev accuracy vs step (mean over the selected seeds), zero-shot and test marked
         fig, ax = plt.subplots(figsize=(9, 5))
-        for _, row in rows.iterrows():
+        for (_, row), data_name in zip(rows.iterrows(), data_names):
             runs = best_dev_per_seed(by_run_group[tuple(row[key] for key in GROUP_KEYS)])
             steps = [h["step"] for h in runs[0]["metrics"]["dev_history"]]
             dev = [mean([100 * r["metrics"]["dev_history"][i]["dev_accuracy"] for r in runs])
                    for i in range(len(steps))]
             line, = ax.plot([0] + steps, [mean([100 * r["metrics"]["zero_shot_dev_accuracy"] for r in runs])] + dev,
-                            marker="o", label=f"{row['variant']} k={row['k']} dev")
+                            marker="o", label=f"{row['variant']} k={row['k']}{data_name} dev")
             ax.scatter([max(steps)], [row["test_acc_mean"]], marker="*", s=150, color=line.get_color(),
-                       label=f"{row['variant']} k={row['k']} test (best-dev ckpt)")
+                       label=f"{row['variant']} k={row['k']}{data_name} test (best-dev ckpt)")
         ax.set_xlabel("step")
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=7, ncol=2)

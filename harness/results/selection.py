@@ -1,9 +1,12 @@
-"""Reading values out of run records and selecting among them: the grid a run belongs to, the
-runs that count, and the best-dev run per seed (the reference's rule)."""
+"""Reading values out of run records and selecting among them: what a run is (its protocol
+hash and data), the grid it belongs to, the runs that count, and the best-dev run per seed
+(the reference's rule)."""
 
 from __future__ import annotations
 
 import itertools
+
+from harness.core.errors import HarnessError
 
 
 def field_value(record: dict, path: tuple[str, ...]):
@@ -18,6 +21,45 @@ def field_value(record: dict, path: tuple[str, ...]):
 
 def hardware_class(record: dict) -> str:
     return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
+
+
+def data_identity(record: dict, digits: int = 64) -> str:
+    """The task data a run was made from: the sha256 of each source file, "test:<sha256>,train:<sha256>"
+    (`digits` hex digits each; 8 for display). Runs of different data never group together. The
+    split's sha256 is no identity: it differs per seed and k by design (see check_identities)."""
+    sources = record["data"]["source_sha256"]
+    return ",".join(f"{name}:{digest[:digits]}" for name, digest in sorted(sources.items()))
+
+
+def record_name(record: dict) -> str:
+    """Where a record came from, for messages: its file, or its run id for a record never stored."""
+    return record.get("_path") or f"run {record.get('run_id')}"
+
+
+def check_identities(records: list[dict]) -> None:
+    """Refuse, with a HarnessError naming both records, records that would be grouped wrongly:
+    - two protocol hashes under one protocol name, version, profile and variant (the protocol's
+      settings changed without a version bump, so the name and version no longer say what ran);
+    - two runs of one protocol hash, source data, k and seed made from different k-shot splits
+      (`data.split_sha256`; the split is a function of the data, k and seed)."""
+    by_name: dict[tuple, dict] = {}
+    by_split: dict[tuple, dict] = {}
+    for record in records:
+        protocol = record["protocol"]
+        name = (protocol["name"], protocol["version"], protocol["profile"], record["variant"]["name"])
+        first = by_name.setdefault(name, record)
+        if first["protocol"]["hash"] != protocol["hash"]:
+            raise HarnessError(
+                f"protocol {name[0]} v{name[1]} profile {name[2]} variant {name[3]} has two protocol hashes: "
+                f"{first['protocol']['hash']} ({record_name(first)}) and {protocol['hash']} ({record_name(record)}); "
+                f"a changed protocol needs a new version, so one of them is not what its name says")
+        point = (protocol["hash"], data_identity(record), record["k"], record["seed"])
+        first = by_split.setdefault(point, record)
+        if first["data"]["split_sha256"] != record["data"]["split_sha256"]:
+            raise HarnessError(
+                f"two runs of protocol {protocol['hash'][:8]} k={record['k']} seed={record['seed']} on the same "
+                f"source data have different splits (data.split_sha256): {record_name(first)} and "
+                f"{record_name(record)}")
 
 
 def selectable(records: list[dict]) -> list[dict]:

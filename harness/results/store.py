@@ -5,6 +5,10 @@ every committed record against it after upgrading).
 
     from harness.results.store import load_records
     frame = load_records("results")     # one row per run, nested fields flattened
+
+`read_records` refuses the first record it cannot read; `read_records_checked` (report, claims,
+gate) also refuses a record that lacks a field the schema requires of its status, and returns
+what it refused beside what it read instead of stopping.
 """
 
 from __future__ import annotations
@@ -90,17 +94,37 @@ def upgrade(record: dict, source: str = "record") -> schema.RunRecord:
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise HarnessError(f"{source}: unknown schema_version {version!r} (this code reads 1..{SCHEMA_VERSION})")
     while record["schema_version"] < SCHEMA_VERSION:
-        record = UPGRADES[record["schema_version"]](record)
+        try:
+            record = UPGRADES[record["schema_version"]](record)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise HarnessError(f"{source}: cannot upgrade from schema_version {record['schema_version']}: "
+                               f"a field is missing or of the wrong type ({type(error).__name__}: {error})") from None
     return record
 
 
 def read_record(path: Path) -> dict:
+    """The record at `path`, upgraded, with `_path` added; a HarnessError naming the file if it
+    is not a JSON object of a known schema_version."""
     try:
         record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise HarnessError(f"{path}: not a readable run record ({error})") from None
+    if not isinstance(record, dict):
+        raise HarnessError(f"{path}: not a run record (a JSON {type(record).__name__}, not an object)")
     record = upgrade(record, str(path))
     record["_path"] = str(path)
+    return record
+
+
+def check_complete(record: dict) -> dict:
+    """The record, if it has every field the schema requires of its status (harness.results.schema:
+    a failed run its header, error and wall time; a completed or diverged one also its metrics,
+    measurements, loss curve and timing); else a HarnessError naming the file and the fields."""
+    missing = schema.missing_fields(record)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise HarnessError(f"{record.get('_path', 'record')}: lacks required field(s) {shown} "
+                           f"(status {record.get('status')!r}, schema_version {record.get('schema_version')})")
     return record
 
 
@@ -118,6 +142,19 @@ def record_paths(root: str | Path) -> list[Path]:
 
 def read_records(root: str | Path) -> list[dict]:
     return [read_record(path) for path in record_paths(root)]
+
+
+def read_records_checked(root: str | Path) -> tuple[list[dict], list[str]]:
+    """(records, problems): every complete record under `root` (check_complete), and one line
+    "<path>: <why>" for each file that is not (unreadable, not JSON, unknown schema_version,
+    lacking required fields), instead of stopping at the first. A missing `root` is still an error."""
+    records, problems = [], []
+    for path in record_paths(root):
+        try:
+            records.append(check_complete(read_record(path)))
+        except HarnessError as error:
+            problems.append(str(error))
+    return records, problems
 
 
 def load_records(root: str | Path = "results"):

@@ -12,6 +12,12 @@ GLUE root holding it; with neither, the `datasets` library loads the task's hub 
 (`nyu-mll/glue` / `sst2`). Lines are kept byte for byte: in the GLUE release every SST-2
 sentence ends in a space before the tab, and that space is kept, as the reference tokenizes it.
 The sha256 of the source files and of every split file goes into the run record.
+
+Labels: a line's label is its last tab-separated field with surrounding whitespace removed
+(`label_of`; the one normalisation, so `" 1 "` is label `1` everywhere: validation, grouping
+into the split, parsing). LM-BFF groups by `line.strip().split("\t")[-1]`, which is the same
+label for every well-formed line and would make `" 1 "` a label of its own. The training file
+must have every label of the task, and a k-shot split needs 2k examples of each.
 """
 
 from __future__ import annotations
@@ -69,13 +75,19 @@ class KShotSplit:
         return written
 
 
+def label_of(line: str) -> str:
+    """A TSV line's label: its last tab-separated field, surrounding whitespace removed."""
+    return line.rstrip("\r\n").split("\t")[-1].strip()
+
+
 def _parse_line(line: str, task: TaskSpec) -> Example:
-    fields = line.rstrip("\n").split("\t")
-    return Example(sentence=fields[0], label=task.labels.index(fields[-1].strip()))
+    return Example(sentence=line.rstrip("\n").split("\t")[0], label=task.labels.index(label_of(line)))
 
 
 def _read_glue_tsv(path: Path, task: TaskSpec) -> tuple[str, ...]:
     """Read a GLUE TSV, validate every line, and return the lines after the header."""
+    if path.is_dir():
+        raise HarnessError(f"data file {path} is a folder, not a TSV file")
     if not path.is_file():
         raise HarnessError(f"data file not found: {path}")
     try:
@@ -93,13 +105,23 @@ def _read_glue_tsv(path: Path, task: TaskSpec) -> tuple[str, ...]:
         if len(fields) != n_fields:
             raise HarnessError(f"{path} line {number}: expected {n_fields} tab-separated fields "
                                f"({task.header.replace(chr(9), ', ')}), got {len(fields)}")
-        if fields[-1].strip() not in task.labels:
+        if label_of(line) not in task.labels:
             raise HarnessError(f"{path} line {number}: label must be one of {list(task.labels)}, "
                                f"got {fields[-1]!r}")
         body.append(line if line.endswith("\n") else line + "\n")
     if not body:
         raise HarnessError(f"{path}: no examples after the header")
     return tuple(body)
+
+
+def _check_every_label(path: Path, lines: tuple[str, ...], task: TaskSpec) -> None:
+    counts = {label: 0 for label in task.labels}
+    for line in lines:
+        counts[label_of(line)] += 1
+    missing = [label for label, n in counts.items() if n == 0]
+    if missing:
+        raise HarnessError(f"{path}: no example of label(s) {missing}; task {task.name} has labels "
+                           f"{list(task.labels)} (counts: {counts})")
 
 
 def _sha256_file(path: Path) -> str:
@@ -117,6 +139,9 @@ def resolve_data_dir(data_dir: str | Path | None, task: TaskSpec) -> Path | None
     if data_dir is None:
         return None
     path = Path(data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"data directory {path} (from {origin}) is a file; give the folder holding "
+                           f"train.tsv and dev.tsv")
     if not path.is_dir():
         raise HarnessError(f"data directory not found: {path} (from {origin})")
     if not (path / "train.tsv").exists() and (path / task.glue_dir_name / "train.tsv").exists():
@@ -130,9 +155,11 @@ def load_task_data(task_name: str, data_dir: str | Path | None = None) -> TaskDa
     if directory is None:
         return _load_with_datasets(task)
     train_path, test_path = directory / "train.tsv", directory / "dev.tsv"
+    train_lines = _read_glue_tsv(train_path, task)
+    _check_every_label(train_path, train_lines, task)
     return TaskData(
         task=task,
-        train_lines=_read_glue_tsv(train_path, task),
+        train_lines=train_lines,
         test_lines=_read_glue_tsv(test_path, task),
         source=f"glue-dir:{directory.resolve()}",
         source_sha256={"train": _sha256_file(train_path), "test": _sha256_file(test_path)},
@@ -174,13 +201,13 @@ def make_k_shot_split(data: TaskData, k: int, seed: int) -> KShotSplit:
     # LM-BFF's global call, without touching global state.
     np.random.RandomState(seed).shuffle(lines)
 
-    by_label: dict[str, list[str]] = {}
+    by_label: dict[str, list[str]] = {}   # in order of first appearance, as LM-BFF
     for line in lines:
-        by_label.setdefault(line.strip().split("\t")[-1], []).append(line)
-    for label, group in by_label.items():
-        if len(group) < 2 * k:
+        by_label.setdefault(label_of(line), []).append(line)
+    for label in data.task.labels:
+        if len(by_label.get(label, ())) < 2 * k:
             raise HarnessError(f"k={k} needs {2 * k} training examples of label {label!r}, "
-                               f"the data has {len(group)}")
+                               f"the data has {len(by_label.get(label, ()))} ({data.source})")
     train = tuple(line for group in by_label.values() for line in group[:k])
     dev = tuple(line for group in by_label.values() for line in group[k:2 * k])
     return KShotSplit(task=data.task, k=k, seed=seed,

@@ -1,7 +1,6 @@
 """Unit tests: the protocol file, its layering, validation and version lock."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,11 @@ from harness.protocol.variants import VARIANTS
 
 @pytest.fixture
 def protocol_copy(sst2_protocol, tmp_path):
-    """A writable copy of the sst2 protocol and its lock."""
-    shutil.copy(sst2_protocol, tmp_path / "protocol.toml")
-    shutil.copy(sst2_protocol.with_name("protocol.lock.json"), tmp_path / "protocol.lock.json")
-    return tmp_path / "protocol.toml"
+    """A writable copy of the sst2 protocol under a name of its own, locked beside it."""
+    path = tmp_path / "protocol.toml"
+    path.write_text(sst2_protocol.read_text().replace('name = "sst2-mezo"', 'name = "sst2-mezo-copy"'))
+    load_protocol(path).write_lock()
+    return path
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -1,6 +1,8 @@
-"""Resumable runs (MeZO and FT): a run killed with SIGKILL at arbitrary steps and resumed (several times)
-writes the record an uninterrupted run writes, timing aside, and the same trajectory; a checkpoint
-of another setup is refused; --restart discards it."""
+"""Fault injection, interruptions (README: What we promise under faults). Resumable runs (MeZO and
+FT): a run killed with SIGKILL at arbitrary steps and resumed (several times) writes the record an
+uninterrupted run writes, timing aside, and the same trajectory; a checkpoint of another setup is
+refused; --restart discards it; a failure after a checkpoint is retried under a new identity; a
+crash during training leaves a failed record and no temporary file. Ctrl-C: test_processes.py."""
 
 import json
 import os
@@ -147,7 +149,7 @@ def test_a_failure_after_a_checkpoint_is_retried_from_it_under_a_new_identity(th
     killed_at(9, run_argv(thirty_steps, sst2_dir, out), tmp_path)   # checkpoint at step 8
     [state] = (out / ".runs").rglob("state.json")
     identity = json.loads(state.read_text())["identity"]
-    folder = out / "sst2" / "sst2-mezo-v3" / "smoke"
+    folder = out / "sst2" / "sst2-mezo-short-v3" / "smoke"
     folder.mkdir(parents=True)
     # what a failure after that checkpoint leaves: a failed record under the checkpoint's identity
     (folder / f"{identity['run_id']}.json").write_text(json.dumps({"run_id": identity["run_id"], "status": "failed"}))
@@ -155,3 +157,20 @@ def test_a_failure_after_a_checkpoint_is_retried_from_it_under_a_new_identity(th
     [record] = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != identity["run_id"]]
     assert record["status"] == "completed" and record["trajectory"]["steps"] == 30
     assert not list((out / ".runs").iterdir())
+
+
+def test_a_crash_during_training_leaves_a_failed_record(sst2_protocol, sst2_dir, tmp_path, monkeypatch):
+    import harness.recipes.run
+
+    def crash(**kwargs):
+        raise RuntimeError("simulated out of memory")
+
+    monkeypatch.setattr(harness.recipes.run, "train_mezo", crash)
+    with pytest.raises(RuntimeError, match="simulated out of memory"):
+        main(["run", "--protocol", str(sst2_protocol), "--profile", "smoke", "--seed", "13", "--data-dir", str(sst2_dir),
+              "--out", str(tmp_path / "r"), "--no-progress"])
+    [path] = (tmp_path / "r").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and "simulated out of memory" in record["error"]
+    assert "metrics" not in record
+    assert not list((tmp_path / "r").rglob("*.tmp"))
