@@ -201,6 +201,7 @@ def _cmd_status(args) -> None:
 
     protocol = load_protocol(args.protocol)
     profile = protocol.resolve_profile_name(args.profile, resolve_device("auto").type)
+    _existing_folder_or_none(args.results, "--results")
     rows = grid_status(protocol, profile, args.variants or [], args.results)
     print(f"{protocol.name} v{protocol.version}, profile {profile}, under {args.results}:")
     for row in rows:
@@ -294,8 +295,16 @@ def _cmd_plan(args) -> None:
     from harness.results.plan import plan, to_text
 
     protocol = load_protocol(args.protocol)
+    _existing_folder_or_none(args.perf, "--perf")
+    table = to_text(plan(protocol, args.profile, args.variants or [], args.perf, args.device))
     print(f"{protocol.name} v{protocol.version}, profile {args.profile}, on {args.device}:")
-    print(to_text(plan(protocol, args.profile, args.variants or [], args.perf, args.device)))
+    print(table)
+
+
+def _existing_folder_or_none(path: Path, option: str) -> None:
+    """A folder read from may not exist yet (nothing there), but may not be a file."""
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{option} {path} is a file, not a folder")
 
 
 def _cmd_reconstruct(args) -> None:

@@ -138,13 +138,17 @@ CASES = [
     (["gate", "--baseline", "{tmp}/no-results", "--candidate", "{tmp}/no-results", "--out", "{out}"],
      "results not found"),
     (["perf-store", "{bench_json}", "--out", "{out}"], "not a readable pytest-benchmark JSON file"),
+    (["status", "--protocol", "{protocol}", "--profile", "smoke", "--results", "{file}"], "--results {file} is a file"),
+    (["plan", "--protocol", "{protocol}", "--perf", "{file}"], "--perf {file} is a file, not a folder"),
+    (["plan", "--protocol", "{protocol}", "--profile", "nope"], "unknown profile 'nope'"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", CASES, ids=[f"{argv[0]}-{i}" for i, (argv, _) in enumerate(CASES)])
 def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, places, tmp_path, capsys, no_model):
-    code, _, err = cli(capsys, *places(argv))
+    code, out, err = cli(capsys, *places(argv))
     assert code == 2, err
+    assert out == ""
     assert places([message])[0] in err
     assert re.search(r"^mezo-bench( [a-z-]+)?: error: ", err, re.M)    # ours, or argparse's for an option value
     assert err.count("error:") == 1 and "Traceback" not in err
