@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     splits.add_argument("--seed", type=int, required=True, help="the split's seed (LM-BFF: 13, 21, 42, 87, 100)")
     splits.add_argument("--data-dir", default=None,
                         help="the task's GLUE folder (default: $MEZO_BENCH_DATA_DIR, else the datasets library)")
-    splits.add_argument("--out", type=Path, required=True, help="folder for train.tsv, dev.tsv, test.tsv")
+    splits.add_argument("--out", type=Path, required=True, help="folder for the split files, under LM-BFF's names (SST-2: train.tsv, dev.tsv, test.tsv)")
 
     report = commands.add_parser("report", help="aggregate records like the paper: tables and figures")
     report.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")

@@ -177,7 +177,7 @@ def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
         ('lr_schedule = "linear"', 'lr_schedule = "cosine"', r"field 'lr_schedule' must be one of \['constant', 'linear'\]"),
         ("dropout = true", "dropout = 1", r"field 'dropout' must be true or false"),
         ('cpu = "smoke"', 'cpu = "tiny"', r"field 'cpu' must name a profile"),
-        ('task = "sst2"', 'task = "sst9"', r"field 'task' must be one of \['sst2'\]"),
+        ('task = "sst2"', 'task = "sst9"', r"field 'task' must be one of \['mnli', 'rte', 'snli', 'sst2', 'sst5', 'trec'\], got 'sst9'"),
         ("lr = [1e-3]\nsteps = 400", 'lr = ["fast"]\nsteps = 400', r"field 'lr' must be a non-empty list of positive numbers"),
         ("[profiles.smoke.overrides.hf-ft]", "[profiles.smoke.overrides.hf-zz]", r"overrides.hf-zz is for a variant the profile does not run"),
         ("[variants.hf-cls]", "[variants.hf-zz]", r"\[variants.hf-zz\]: unknown variant"),
