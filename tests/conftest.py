@@ -64,6 +64,30 @@ def short_protocol(sst2_protocol, tmp_path_factory):
     return make
 
 
+# `python SCRIPT SIGNAL STEP ARGV...`: runs `mezo-bench ARGV` and sends its own process SIGNAL (a
+# name: SIGKILL, SIGINT) right after the dev evaluation of STEP (for SIGKILL: no cleanup runs).
+SIGNAL_AT_STEP = """
+import os, signal, sys
+import harness.recipes.train as train
+sent, at, original = getattr(signal, sys.argv[1]), int(sys.argv[2]), train._end_of_step
+def end_of_step(result, objective, dev_batches, step, *rest):
+    original(result, objective, dev_batches, step, *rest)
+    if step == at:
+        os.kill(os.getpid(), sent)
+train._end_of_step = end_of_step
+from harness.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture(scope="session")
+def signal_at_step(tmp_path_factory) -> Path:
+    """The path of the SIGNAL_AT_STEP script (interruption and Ctrl-C tests)."""
+    script = tmp_path_factory.mktemp("scripts") / "signal_at_step.py"
+    script.write_text(SIGNAL_AT_STEP)
+    return script
+
+
 @pytest.fixture(scope="session")
 def prompt_template() -> tuple[str, ...]:
     return PROMPT_TEMPLATE

@@ -17,19 +17,6 @@ from harness.cli import main
 from harness.protocol.loading import load_protocol
 
 REPO = Path(__file__).resolve().parents[2]
-# Ends its process with SIGKILL right after the dev evaluation of step argv[1] (no cleanup runs).
-KILLER = """
-import os, signal, sys
-import harness.recipes.train as train
-kill_at, original = int(sys.argv[1]), train._end_of_step
-def end_of_step(result, objective, dev_batches, step, *rest):
-    original(result, objective, dev_batches, step, *rest)
-    if step == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-train._end_of_step = end_of_step
-from harness.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 TIMING = {"steps_per_second", "forward_passes_per_second", "tokens_per_second", "forward_seconds",
           "update_seconds", "eval_seconds", "train_seconds"}
 
@@ -45,10 +32,9 @@ def run_argv(protocol, sst2_dir, out, *extra, variant="hf-mlm"):
             "--checkpoint-every", "4", "--snapshot-every", "8", *extra]
 
 
-def killed_at(step, argv, tmp_path):
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
-    child = subprocess.run([sys.executable, str(script), str(step), *argv], cwd=REPO, env={**os.environ},
+def killed_at(step, argv, script):
+    """SIGKILL right after the dev evaluation of `step` (script: the signal_at_step fixture)."""
+    child = subprocess.run([sys.executable, str(script), "SIGKILL", str(step), *argv], cwd=REPO, env={**os.environ},
                            capture_output=True, text=True, timeout=600)
     assert child.returncode == -9, child.stderr[-2000:]
 
@@ -68,11 +54,11 @@ def without_timing(record):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["hf-mlm", "hf-ft"])
-def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_steps, sst2_dir, tmp_path):
+def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_steps, sst2_dir, tmp_path, signal_at_step):
     plain, resumed = tmp_path / "plain", tmp_path / "resumed"
     assert main(run_argv(thirty_steps, sst2_dir, plain, variant=variant)) == 0
     for step in (7, 13, 22):   # after checkpoints 4, 12 (snapshot 8) and 20 (snapshot 16)
-        killed_at(step, run_argv(thirty_steps, sst2_dir, resumed, variant=variant), tmp_path)
+        killed_at(step, run_argv(thirty_steps, sst2_dir, resumed, variant=variant), signal_at_step)
     [state] = (resumed / ".runs").rglob("state.json")
     saved = json.loads(state.read_text())
     assert saved["step"] == 20
@@ -89,9 +75,9 @@ def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_
 
 
 @pytest.mark.slow
-def test_a_foreign_checkpoint_is_refused_and_restart_discards_it(thirty_steps, sst2_dir, tmp_path, capsys):
+def test_a_foreign_checkpoint_is_refused_and_restart_discards_it(thirty_steps, sst2_dir, tmp_path, signal_at_step, capsys):
     out = tmp_path / "r"
-    killed_at(6, run_argv(thirty_steps, sst2_dir, out), tmp_path)
+    killed_at(6, run_argv(thirty_steps, sst2_dir, out), signal_at_step)
     [state] = (out / ".runs").rglob("state.json")
     saved = json.loads(state.read_text())
     saved["fingerprint"]["device_type"] = "cuda"
@@ -113,11 +99,11 @@ def test_a_foreign_checkpoint_is_refused_and_restart_discards_it(thirty_steps, s
 
 
 @pytest.mark.slow
-def test_status_shows_a_running_point_with_its_checkpointed_step(thirty_steps, sst2_dir, tmp_path):
+def test_status_shows_a_running_point_with_its_checkpointed_step(thirty_steps, sst2_dir, tmp_path, signal_at_step):
     from harness.results.run_state import RunLock, grid_status
 
     out = tmp_path / "r"
-    killed_at(9, run_argv(thirty_steps, sst2_dir, out), tmp_path)   # checkpoints at steps 4 and 8
+    killed_at(9, run_argv(thirty_steps, sst2_dir, out), signal_at_step)   # checkpoints at steps 4 and 8
     [folder] = (out / ".runs").iterdir()
     with RunLock(out, folder.name) as lock:
         assert lock.acquire()
@@ -144,9 +130,9 @@ def test_the_checkpoint_fingerprint_covers_the_code_that_changes_results(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_failure_after_a_checkpoint_is_retried_from_it_under_a_new_identity(thirty_steps, sst2_dir, tmp_path):
+def test_a_failure_after_a_checkpoint_is_retried_from_it_under_a_new_identity(thirty_steps, sst2_dir, tmp_path, signal_at_step):
     out = tmp_path / "r"
-    killed_at(9, run_argv(thirty_steps, sst2_dir, out), tmp_path)   # checkpoint at step 8
+    killed_at(9, run_argv(thirty_steps, sst2_dir, out), signal_at_step)   # checkpoint at step 8
     [state] = (out / ".runs").rglob("state.json")
     identity = json.loads(state.read_text())["identity"]
     folder = out / "sst2" / "sst2-mezo-short-v3" / "smoke"

@@ -173,21 +173,6 @@ def test_payload_folders_of_dead_measurements_are_removed_at_the_next_start(tmp_
     assert fresh.exists()
 
 
-# Sends this process SIGINT (Ctrl-C) right after the dev evaluation of step argv[1].
-INTERRUPTER = """
-import os, signal, sys
-import harness.recipes.train as train
-at, original = int(sys.argv[1]), train._end_of_step
-def end_of_step(result, objective, dev_batches, step, *rest):
-    original(result, objective, dev_batches, step, *rest)
-    if step == at:
-        os.kill(os.getpid(), signal.SIGINT)
-train._end_of_step = end_of_step
-from harness.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 @pytest.fixture(scope="module")
 def ten_steps(short_protocol):
     return short_protocol(10, 5)
@@ -205,12 +190,11 @@ def records(out: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(ten_steps, sst2_dir, tmp_path, capsys):
+def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(ten_steps, sst2_dir, tmp_path, capsys,
+                                                                      signal_at_step):
     out = tmp_path / "r"
-    script = tmp_path / "interrupter.py"
-    script.write_text(INTERRUPTER)
     argv = run_argv(ten_steps, sst2_dir, out)
-    interrupted = subprocess.run([sys.executable, str(script), "6", *argv], cwd=REPO, capture_output=True, text=True,
+    interrupted = subprocess.run([sys.executable, str(signal_at_step), "SIGINT", "6", *argv], cwd=REPO, capture_output=True, text=True,
                                  timeout=600)   # a checkpoint at step 4
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     [line] = interrupted.stderr.splitlines()
