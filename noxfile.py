@@ -1,6 +1,6 @@
 """nox sessions: `nox -s tests` (the test suite, CPU), `nox -s tests-sglang` (the SGLang
-backend's tests), `nox -s bench-sst2` (the main job), `nox -s gate` (the regression gate)
-and `nox -s perf` (the performance microbenchmarks).
+backend's tests), `nox -s bench-sst2` (the main job), `nox -s bench -- --task T` (any task's
+protocol), `nox -s gate` (the regression gate) and `nox -s perf` (the performance microbenchmarks).
 
 Torch: on a machine without an NVIDIA GPU (no `nvidia-smi`), or with MEZO_BENCH_TORCH=cpu,
 installs are constrained by .ci/constraints-cpu.txt so pip takes the CPU build of torch
@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parent
 CPU_CONSTRAINTS = ROOT / ".ci" / "constraints-cpu.txt"
 SGLANG_CPU_REQUIREMENTS = ROOT / ".ci" / "sglang-cpu.txt"
 SGLANG_CPU_NO_DEPS = ("sglang==0.5.23", "torchvision==0.28.0", "triton==3.9.0")
-# Where this project's CI machines keep the GLUE data (used only if MEZO_BENCH_DATA_DIR is unset).
-SHARED_SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
+# Where this project's CI machines keep each task's data (used only if MEZO_BENCH_DATA_DIR is unset).
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_TASK_DATA = {"sst2": "glue/SST-2", "sst5": "original/sst-5", "trec": "original/trec", "rte": "glue/RTE",
+                    "mnli": "k-shot-1k-test/MNLI", "snli": "k-shot-1k-test/SNLI"}
 
 
 def _constraints() -> list[str]:
@@ -54,9 +56,10 @@ def _install_with_sglang(session: nox.Session, extras: str) -> None:
     session.install(*constraints, "-r", str(SGLANG_CPU_REQUIREMENTS))
 
 
-def _data_env() -> dict[str, str]:
-    if "MEZO_BENCH_DATA_DIR" not in os.environ and SHARED_SST2.is_dir():
-        return {"MEZO_BENCH_DATA_DIR": str(SHARED_SST2)}
+def _data_env(task: str = "sst2") -> dict[str, str]:
+    shared = SHARED_DATA / SHARED_TASK_DATA[task]
+    if "MEZO_BENCH_DATA_DIR" not in os.environ and shared.is_dir():
+        return {"MEZO_BENCH_DATA_DIR": str(shared)}
     return {}
 
 
@@ -96,6 +99,17 @@ def tests_sglang(session: nox.Session) -> None:
     session.run("pytest", "tests/backends/test_sglang_backend.py", "tests/backends/test_sglang_layout.py", *session.posargs, env=env)
 
 
+def _bench(session: nox.Session, task: str, options: list[str]) -> None:
+    """`mezo-bench bench --task TASK` into results/, installing what the options need."""
+    extras = "dev,peft,ray" if "ray" in options else "dev,peft"   # `-- --executor ray` installs Ray
+    if "--with-sglang" in options:
+        _install_with_sglang(session, extras)
+    else:
+        _install(session, extras)
+    options = [arg for arg in options if arg != "--with-sglang"]
+    session.run("mezo-bench", "bench", "--task", task, "--out", "results", *options, env=_data_env(task))
+
+
 @nox.session(name="bench-sst2")
 def bench_sst2(session: nox.Session) -> None:
     """The SST-2 protocol: the machine's default profile (smoke on CPU, quick on GPU).
@@ -105,14 +119,22 @@ def bench_sst2(session: nox.Session) -> None:
     (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing);
     `nox -s bench-sst2 -- --executor ray [--address ADDR]` installs Ray and runs the grid on it.
     """
-    options = [arg for arg in session.posargs if arg != "--with-sglang"]
-    extras = "dev,peft,ray" if "ray" in options else "dev,peft"   # `-- --executor ray` installs Ray
-    if "--with-sglang" in session.posargs:
-        _install_with_sglang(session, extras)
-    else:
-        _install(session, extras)
-    session.run("mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--out", "results",
-                *options, env=_data_env())
+    _bench(session, "sst2", list(session.posargs))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Any task's protocol: `nox -s bench -- --task sst5 [options]` (tasks: sst2, sst5, trec, rte,
+    mnli, snli; options as for bench-sst2). The data default to the task's folder under ../shared/data
+    when MEZO_BENCH_DATA_DIR and --data-dir are unset."""
+    options = list(session.posargs)
+    if "--task" not in options or options.index("--task") + 1 >= len(options):
+        session.error(f"give the task: nox -s bench -- --task TASK [options] (TASK: {', '.join(SHARED_TASK_DATA)})")
+    at = options.index("--task")
+    task = options[at + 1]
+    if task not in SHARED_TASK_DATA:
+        session.error(f"unknown task {task!r}; tasks: {', '.join(SHARED_TASK_DATA)}")
+    _bench(session, task, options[:at] + options[at + 2:])
 
 
 @nox.session

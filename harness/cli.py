@@ -16,8 +16,8 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 
 DEFAULT_PROTOCOL = "benchmarks/sst2/protocol.toml"
-DEFAULT_PAPER = "benchmarks/sst2/paper.toml"
-DEFAULT_CLAIMS = "benchmarks/sst2/claims.toml"
+DEFAULT_PAPER = "benchmarks/paper.toml"
+DEFAULT_CLAIMS = "benchmarks/*/claims.toml"   # every task's ledger found (a glob, relative to the working folder)
 DEFAULT_GATE = "benchmarks/gate.toml"
 
 
@@ -31,14 +31,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--protocol", default=None, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    choice.add_argument("--task", default=None,
+                        help="the shipped protocol of this task, benchmarks/<task>/protocol.toml (sst2, sst5, trec, "
+                             "rte, mnli, snli)")
+
+
+def _load_protocol(args):
+    """The protocol --protocol or --task names (default: SST-2's)."""
+    from harness.protocol.loading import load_protocol, shipped_protocol_of_task
+
+    if args.task is not None:
+        return load_protocol(shipped_protocol_of_task(args.task))
+    return load_protocol(args.protocol or DEFAULT_PROTOCOL)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    _add_protocol_options(parser)
     parser.add_argument("--profile", default="auto",
                         help="profile name, or 'auto': the protocol's profile for this device (default)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
     parser.add_argument("--data-dir", default=None,
-                        help="GLUE task folder (train.tsv, dev.tsv); default $MEZO_BENCH_DATA_DIR, "
-                             "else the `datasets` library")
+                        help="the task's data: an originals folder (GLUE TSVs, LM-BFF CSVs), a generated k-shot "
+                             "folder (<k>-<seed>/ subfolders) or a root holding either under the task's LM-BFF "
+                             "name; default $MEZO_BENCH_DATA_DIR, else the `datasets` library")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto: cuda when torch sees a GPU, else cpu (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,20 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run completed and diverged points again too (e.g. a new gate baseline)")
 
     status = commands.add_parser("status", help="every point of a profile's grid: completed, running, failed, ...")
-    status.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    _add_protocol_options(status)
     status.add_argument("--profile", default="auto", help="profile (default: this machine's, as `bench` picks it)")
     status.add_argument("--variant", action="append", dest="variants", help="only this variant (repeatable)")
     status.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
 
     splits = commands.add_parser("splits", help="write the exact k-shot train/dev/test TSVs a run uses")
-    splits.add_argument("--task", default="sst2", help="task name (default: sst2)")
+    splits.add_argument("--task", default="sst2", help="task name: sst2, sst5, trec, rte, mnli, snli (default: sst2)")
     splits.add_argument("--k", type=_positive_int, required=True, help="examples per label in train and in dev")
     splits.add_argument("--seed", type=int, required=True, help="the split's seed (LM-BFF: 13, 21, 42, 87, 100)")
     splits.add_argument("--data-dir", default=None,
-                        help="the task's GLUE folder (default: $MEZO_BENCH_DATA_DIR, else the datasets library)")
-    splits.add_argument("--out", type=Path, required=True, help="folder for the split files, under LM-BFF's names (SST-2: train.tsv, dev.tsv, test.tsv)")
+                        help="the task's originals or k-shot folder, or a root holding it (default: "
+                             "$MEZO_BENCH_DATA_DIR, else the datasets library)")
+    splits.add_argument("--out", type=Path, required=True,
+                        help="folder for the split files, under LM-BFF's names (SST-2: train.tsv, dev.tsv, test.tsv; "
+                             "sst-5/TREC: *.csv; MNLI: dev_matched.tsv, test_matched.tsv, test_mismatched.tsv)")
 
-    report = commands.add_parser("report", help="aggregate records like the paper: tables and figures")
+    report = commands.add_parser("report", help="aggregate records like the paper: tables and figures, and "
+                                                "Table 18 across every task")
     report.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
     report.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
     report.add_argument("--out", type=Path, default=Path("results/report"), help="output folder (default: results/report)")
@@ -109,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "incomplete (default: skip each with one line on stderr, exit 0)")
 
     plan = commands.add_parser("plan", help="runs, steps, forward passes and estimated device-hours of a grid")
-    plan.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    _add_protocol_options(plan)
     plan.add_argument("--profile", default="paper", help="profile to plan (default: paper)")
     plan.add_argument("--variant", action="append", dest="variants", help="only this variant (repeatable)")
     plan.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="device to estimate for (default: cuda)")
@@ -127,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf_store.add_argument("json", type=Path, help="pytest-benchmark JSON written by --benchmark-json")
     perf_store.add_argument("--out", type=Path, default=Path("results/perf"), help="root folder (default: results/perf)")
 
-    claims = commands.add_parser("claims", help="verdict for every claim in the ledger, computed from records")
+    claims = commands.add_parser("claims", help="verdict for every claim of the ledgers, computed from records")
     claims.add_argument("--results", type=Path, default=Path("results"), help="records to read (default: results)")
-    claims.add_argument("--claims", type=Path, default=Path(DEFAULT_CLAIMS), help=f"claims ledger (default: {DEFAULT_CLAIMS})")
+    claims.add_argument("--claims", type=Path, action="append", default=None,
+                        help=f"a claims ledger (repeatable; default: every {DEFAULT_CLAIMS} found, in name order); "
+                             f"claim ids must be unique across the ledgers")
     claims.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
     claims.add_argument("--out", type=Path, default=None, help="also write claims.md and claims.json here")
     claims.add_argument("--strict", action="store_true",
@@ -144,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--out", type=Path, default=Path("gate-report"), help="folder for gate.md and gate.json (default: gate-report)")
 
     protocol = commands.add_parser("protocol", help="show a protocol's profiles and hashes; check or lock them")
-    protocol.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"protocol file (default: {DEFAULT_PROTOCOL})")
+    _add_protocol_options(protocol)
     protocol.add_argument("--profile", default=None, help="show only this profile")
     action = protocol.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="fail if a profile changed without a version bump")
@@ -153,10 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> None:
-    from harness.protocol.loading import load_protocol
     from harness.recipes.run import RunRequest, execute_run
 
-    protocol = load_protocol(args.protocol)
+    protocol = _load_protocol(args)
     path = execute_run(RunRequest(protocol=protocol, profile=args.profile, variant=args.variant, k=args.k,
                                   seed=args.seed, lr=args.lr, batch_size=args.batch_size, eps=args.eps,
                                   weight_decay=args.weight_decay, out_dir=args.out,
@@ -167,11 +190,10 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from harness.protocol.loading import load_protocol
     from harness.recipes.grid import grid_points, run_grid
     from harness.recipes.run import RunRequest, check_grid_inputs, resolve_device
 
-    protocol = load_protocol(args.protocol)
+    protocol = _load_protocol(args)
     protocol.check_lock()
     profile = protocol.resolve_profile_name(args.profile, resolve_device(args.device).type)
     points = grid_points(protocol, profile, args.variants or [])
@@ -195,11 +217,10 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_status(args) -> None:
-    from harness.protocol.loading import load_protocol
     from harness.recipes.run import resolve_device
     from harness.results.run_state import grid_status
 
-    protocol = load_protocol(args.protocol)
+    protocol = _load_protocol(args)
     profile = protocol.resolve_profile_name(args.profile, resolve_device("auto").type)
     _existing_folder_or_none(args.results, "--results")
     rows = grid_status(protocol, profile, args.variants or [], args.results)
@@ -240,10 +261,9 @@ def _cmd_splits(args) -> None:
 
 
 def _cmd_protocol(args) -> None:
-    from harness.protocol.loading import load_protocol
     from harness.protocol.variants import get_variant
 
-    protocol = load_protocol(args.protocol)
+    protocol = _load_protocol(args)
     if args.lock:
         hashes = protocol.write_lock()
         print(f"locked {protocol.name} v{protocol.version} in {protocol.lock_path}")
@@ -271,7 +291,7 @@ def _cmd_report(args) -> int:
     """Records that cannot be read or lack required fields are skipped, one line each on stderr;
     with --strict the command then exits 1 (after writing the report)."""
     from harness.core.files import check_output_dir
-    from harness.results.claims import load_paper
+    from harness.results.paper import load_paper
     from harness.results.perf import write_perf_report
     from harness.results.report import write_report
     from harness.results.store import read_records_checked
@@ -291,10 +311,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_plan(args) -> None:
-    from harness.protocol.loading import load_protocol
     from harness.results.plan import plan, to_text
 
-    protocol = load_protocol(args.protocol)
+    protocol = _load_protocol(args)
     _existing_folder_or_none(args.perf, "--perf")
     table = to_text(plan(protocol, args.profile, args.variants or [], args.perf, args.device))
     print(f"{protocol.name} v{protocol.version}, profile {args.profile}, on {args.device}:")
@@ -320,20 +339,24 @@ def _cmd_perf_store(args) -> None:
 
 
 def _cmd_claims(args) -> int:
-    """Skips unreadable or incomplete records as `report` does (--strict: exit 1 at the end)."""
+    """Every ledger given (default: each benchmarks/*/claims.toml); skips unreadable or
+    incomplete records as `report` does (--strict: exit 1 at the end)."""
     from harness.core.files import check_output_dir
     from harness.results.claims import (
         judge_all,
-        load_claims,
-        load_paper,
+        load_ledgers,
         summary_line,
         write_claims,
     )
+    from harness.results.paper import load_paper
     from harness.results.store import read_records_checked
 
     if args.out:
         check_output_dir(args.out, "--out")
-    claims = load_claims(args.claims, load_paper(args.paper))
+    ledgers = args.claims or sorted(Path().glob(DEFAULT_CLAIMS))
+    if not ledgers:
+        raise HarnessError(f"no claims ledger found ({DEFAULT_CLAIMS} under {Path.cwd()}); give --claims")
+    claims = load_ledgers(ledgers, load_paper(args.paper))
     records, problems = read_records_checked(args.results)
     for problem in problems:
         print(f"mezo-bench: skipped {problem}", file=sys.stderr)

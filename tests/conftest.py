@@ -7,7 +7,11 @@ import torch
 import harness  # noqa: F401 -- first: its CPU shim must run before anything imports torchvision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_SST2 = REPO_ROOT.parent / "shared" / "data" / "glue" / "SST-2"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_SST2 = SHARED_DATA / "glue" / "SST-2"
+# Each task's folder under ../shared/data (originals, or MeZO's generated k-shot folders)
+SHARED_TASK_DATA = {"sst2": "glue/SST-2", "sst5": "original/sst-5", "trec": "original/trec", "rte": "glue/RTE",
+                    "mnli": "k-shot-1k-test/MNLI", "snli": "k-shot-1k-test/SNLI"}
 
 # A corpus in which the label words are frequent enough to become single BPE tokens.
 MICRO_CORPUS = [
@@ -38,6 +42,18 @@ def sst2_dir() -> Path:
     if not (path / "train.tsv").is_file():
         pytest.skip(f"SST-2 data not found at {path} (set MEZO_BENCH_DATA_DIR to a GLUE SST-2 folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """shared_data(relative): that path under ../shared/data (a task name: its data folder); the
+    test skips where it is absent."""
+    def path_of(relative: str) -> Path:
+        path = SHARED_DATA / SHARED_TASK_DATA.get(relative, relative)
+        if not path.exists():
+            pytest.skip(f"shared data not found at {path}")
+        return path
+    return path_of
 
 
 @pytest.fixture(scope="session")
@@ -131,10 +147,11 @@ def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.
                 zero_fraction=0.0, status="completed", model="random-init:tiny", profile="smoke",
                 hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
                 loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=3,
-                eps=1e-3, weight_decay=0.0, grid=None):
+                eps=1e-3, weight_decay=0.0, grid=None, task="sst2", protocol_name=None):
     """A current-schema run record (harness.results.schema, every required field) for tests of
     readers (report, claims, gate): a FinishedRecord, or a FailedRecord for status "failed".
-    grid: the profile's grid (default: this run's point alone, with seeds 13 and 42)."""
+    grid: the profile's grid (default: this run's point alone, with seeds 13 and 42);
+    protocol_name: default "<task>-mezo"."""
     from harness.results import schema
 
     grid = grid or {"seeds": [13, 42], "lr": [lr], "batch_size": [batch_size], "eps": [eps],
@@ -143,11 +160,11 @@ def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.
     header = schema.RecordHeader(
         schema_version=schema.SCHEMA_VERSION, run_id=f"{variant}_k{k}_seed{seed}_lr{lr:g}_{created}", status=status,
         created_utc=created,
-        protocol=schema.Protocol(name="sst2-mezo", version=version, profile=profile, hash=protocol_hash, path="p",
-                                 grid=schema.Grid(**grid)),
+        protocol=schema.Protocol(name=protocol_name or f"{task}-mezo", version=version, profile=profile,
+                                 hash=protocol_hash, path="p", grid=schema.Grid(**grid)),
         variant=schema.Variant(name=variant, backend="hf", head="mlm", loss="ce", parameters="full",
                                optimizer="mezo" if mezo else "adamw"),
-        task="sst2", k=k, seed=seed,
+        task=task, k=k, seed=seed,
         hyperparameters=schema.Hyperparameters(
             model=model, tokenizer="trained-bpe:4096", steps=steps, eval_every=steps // 2, eval_batch_size=64,
             max_length=128, dtype="float32", init_seed=0, template=list(PROMPT_TEMPLATE),

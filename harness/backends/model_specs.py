@@ -36,3 +36,15 @@ RANDOM_INIT_CONFIGS: dict[str, dict] = {
 
 RANDOM_INIT_PREFIX = "random-init:"
 TRAINED_BPE_PREFIX = "trained-bpe:"
+# `trained-bpe:<size>+label-words`: the same BPE, plus each label word it would split as a token of
+# its own (a word-level BPE of a few thousand merges learns " Maybe" or " Description" only if the
+# task's text uses it often; RoBERTa's vocabulary has every label word of the paper's tasks).
+LABEL_WORDS_SUFFIX = "+label-words"
+
+
+def parse_trained_bpe(spec: str) -> tuple[str, bool]:
+    """`trained-bpe:<size>[+label-words]` -> (the size as written, whether label words are added)."""
+    body = spec[len(TRAINED_BPE_PREFIX):]
+    if body.endswith(LABEL_WORDS_SUFFIX):
+        return body[: -len(LABEL_WORDS_SUFFIX)], True
+    return body, False

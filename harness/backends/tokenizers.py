@@ -1,7 +1,9 @@
 """Tokenizers: hub ids and local paths (`AutoTokenizer.from_pretrained`), or
 `trained-bpe:<vocab size>`, an offline stand-in for RoBERTa's tokenizer: a byte-level BPE
 trained on the task's training sentences, with RoBERTa's special tokens `<s> <pad> </s> <unk>`
-(ids 0..3) and `<mask>` (deterministic: same text and size, same tokenizer). The record's
+(ids 0..3) and `<mask>` (deterministic: same text and size, same tokenizer).
+`trained-bpe:<vocab size>+label-words` also adds each label word the BPE splits as one token
+(after the trained vocabulary; listed in the record as `added_label_words`). The record's
 `tokenizer` holds its id, the sha256 of its serialised form and its vocabulary size."""
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from harness.backends.model_specs import TRAINED_BPE_PREFIX
+from harness.backends.model_specs import TRAINED_BPE_PREFIX, parse_trained_bpe
 from harness.core.errors import HarnessError
 
 BPE_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa's ids 0..3, then <mask>
@@ -33,11 +35,17 @@ def train_bpe_tokenizer(sentences: list[str], vocab_size: int):
         sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
 
 
-def load_tokenizer(spec: str, training_sentences: list[str]) -> LoadedTokenizer:
+def load_tokenizer(spec: str, training_sentences: list[str], label_words: tuple[str, ...] = ()) -> LoadedTokenizer:
     if spec.startswith(TRAINED_BPE_PREFIX):
-        vocab_size = int(spec[len(TRAINED_BPE_PREFIX):])
-        tokenizer = train_bpe_tokenizer(training_sentences, vocab_size)
+        size, add_label_words = parse_trained_bpe(spec)
+        tokenizer = train_bpe_tokenizer(training_sentences, int(size))
         info = {"id": spec, "trained_on": "task training sentences"}
+        if add_label_words:
+            from tokenizers import AddedToken
+
+            split = [word for word in label_words if len(tokenizer.encode(word, add_special_tokens=False)) != 1]
+            tokenizer.add_tokens([AddedToken(word, single_word=True, normalized=False) for word in split])
+            info["added_label_words"] = split
     else:
         from transformers import AutoTokenizer
 

@@ -31,7 +31,8 @@ from harness.protocol.settings import (
     is_number,
 )
 from harness.protocol.variants import VARIANTS, Variant
-from harness.tasks.spec import TASKS
+from harness.tasks.spec import TASKS, TaskSpec
+from harness.tasks.template import sentence_indices
 
 SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 DEFAULTS_KEYS = SETTINGS_KEYS + ("variants",)
@@ -52,6 +53,15 @@ def shipped_protocols() -> dict[str, Path]:
         if isinstance(name, str):
             shipped.setdefault(name, path.resolve())
     return shipped
+
+
+def shipped_protocol_of_task(task: str) -> Path:
+    """benchmarks/<task>/protocol.toml of this checkout (`--task`)."""
+    path = BENCHMARKS_DIR / task / "protocol.toml"
+    if not path.is_file():
+        have = sorted(p.parent.name for p in BENCHMARKS_DIR.glob("*/protocol.toml"))
+        raise HarnessError(f"--task {task!r}: no protocol {path}; tasks with one: {', '.join(have)}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -196,7 +206,7 @@ def _normalise(key: str, value, ks):
     return tuple(value) if isinstance(value, list) else value
 
 
-def _resolve(merged: dict, variant: Variant, num_labels: int, where: str) -> RunSettings:
+def _resolve(merged: dict, variant: Variant, task: TaskSpec, where: str) -> RunSettings:
     required = [f.name for f in dataclasses.fields(RunSettings) if f.default is dataclasses.MISSING]
     missing = [key for key in required if key not in merged]
     if missing:
@@ -205,8 +215,12 @@ def _resolve(merged: dict, variant: Variant, num_labels: int, where: str) -> Run
     try:
         settings = RunSettings(**{key: _normalise(key, value, ks) for key, value in merged.items()})
         settings.check_for(variant)
-        if len(settings.label_words) != num_labels:
-            invalid("label_words", f"needs {num_labels} words for this task", list(settings.label_words))
+        if len(settings.label_words) != task.num_labels:
+            invalid("label_words", f"needs {task.num_labels} words for this task", list(settings.label_words))
+        sentences = 2 if task.is_pair else 1
+        if len(sentence_indices(settings.template)) != sentences:
+            invalid("template", f"must use the task's {sentences} sentence(s) ({task.name} is "
+                    f"{'a sentence-pair' if task.is_pair else 'a single-sentence'} task)", list(settings.template))
     except HarnessError as error:
         raise HarnessError(f"{where}: {error}") from None
     return settings
@@ -226,7 +240,7 @@ def load_protocol(path: str | Path) -> Protocol:
         raise HarnessError(f"{path}: field 'version' must be an integer >= 1, got {raw['version']!r}")
     if raw["task"] not in TASKS:
         raise HarnessError(f"{path}: field 'task' must be one of {sorted(TASKS)}, got {raw['task']!r}")
-    num_labels = TASKS[raw["task"]].num_labels
+    task = TASKS[raw["task"]]
 
     defaults = dict(raw.get("defaults", {}))
     check_keys(defaults, DEFAULTS_KEYS, f"{path} [defaults]")
@@ -256,7 +270,7 @@ def load_protocol(path: str | Path) -> Protocol:
         profile_variants[profile] = tuple(variants)
         for name in variants:
             merged = {**defaults, **table, **variant_tables.get(name, {}), **overrides.get(name, {})}
-            settings[(profile, name)] = _resolve(merged, VARIANTS[name], num_labels, f"{where} variant {name}")
+            settings[(profile, name)] = _resolve(merged, VARIANTS[name], task, f"{where} variant {name}")
     if not profile_variants:
         raise HarnessError(f"{path}: no profiles defined")
 

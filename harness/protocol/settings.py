@@ -8,7 +8,7 @@ profile's grid for its k (`protocol.grid`), so a reader can tell a complete grid
 and bad values fail with a message naming the key and the allowed values.
 
 Special model and tokenizer values for offline work: `random-init:<tiny|roberta-base|
-roberta-large>` (harness.backends.model_specs) and `trained-bpe:<vocab size>`
+roberta-large>` (harness.backends.model_specs) and `trained-bpe:<vocab size>[+label-words]`
 (harness.backends.tokenizers); anything else is a hub id or a local path."""
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from harness.backends.model_specs import (
     RANDOM_INIT_CONFIGS,
     RANDOM_INIT_PREFIX,
     TRAINED_BPE_PREFIX,
+    parse_trained_bpe,
 )
 from harness.backends.registry import backend_entry
 from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
 from harness.protocol.variants import Variant
-from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT
+from harness.tasks.template import MASK_SLOT, sentence_indices
 
 DEVICE_KINDS = ("cpu", "cuda")
 
@@ -47,6 +48,9 @@ def is_number(value) -> bool:
 LR_SCHEDULES = ("constant", "linear")
 LM_DECODERS = ("tied", "untied")
 GRID_KEYS = ("k", "seeds", "lr", "batch_size", "eps", "weight_decay")
+# Settings added after a protocol was locked: left out of `to_dict` (and so of the settings
+# hash) while unset, where they mean what the code did before they existed.
+HASHED_ONLY_WHEN_SET = ("first_sent_limit", "other_sent_limit")
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class RunSettings:
     weight_decay: tuple[float, ...]   # grid
     lr_schedule: str             # "constant" or "linear" (decay to 0, no warm-up)
     dropout: bool                # first-order training steps only; MeZO's passes run in eval mode
-    max_length: int              # tokens, template included; the sentence is truncated
+    max_length: int              # tokens, template included; longer prompts lose their tail (LM-BFF)
     dtype: str                   # harness.core.dtypes.DTYPE_NAMES
     init_seed: int               # weights of a random-init model (the same stand-in for every seed)
     template: tuple[str, ...]    # prompt parts (harness.tasks.prompt)
@@ -109,6 +113,8 @@ class RunSettings:
     lora_alpha: int | None = None
     lora_targets: tuple[str, ...] | None = None
     length_buckets: int = 1      # > 1: MeZO's forwards run the batch in length buckets
+    first_sent_limit: int | None = None   # tokens kept of sentence 0 (LM-BFF's --first_sent_limit)
+    other_sent_limit: int | None = None   # tokens kept of each other sentence (--other_sent_limit)
 
     def __post_init__(self) -> None:
         for name in ("model", "tokenizer"):
@@ -120,9 +126,10 @@ class RunSettings:
             if config not in RANDOM_INIT_CONFIGS:
                 invalid("model", f"random-init config must be one of {sorted(RANDOM_INIT_CONFIGS)}", config)
         if self.tokenizer.startswith(TRAINED_BPE_PREFIX):
-            size = self.tokenizer[len(TRAINED_BPE_PREFIX):]
+            size, _ = parse_trained_bpe(self.tokenizer)
             if not size.isdigit() or not 256 < int(size) <= 1_000_000:
-                invalid("tokenizer", "trained-bpe vocabulary size must be an integer in (256, 1000000]", size)
+                invalid("tokenizer", "trained-bpe vocabulary size must be an integer in (256, 1000000], "
+                        "optionally followed by +label-words", size)
         for name, minimum in (("k", 1), ("seeds", 0)):
             _check_int_list(name, getattr(self, name), minimum)
         if not isinstance(self.batch_size, dict):
@@ -162,8 +169,17 @@ class RunSettings:
             invalid("init_seed", "must be an integer >= 0", self.init_seed)
         if not isinstance(self.template, tuple) or not all(isinstance(p, str) and p for p in self.template):
             invalid("template", "must be a list of non-empty strings", self.template)
-        if self.template.count(SENTENCE_SLOT) != 1:
-            invalid("template", f"must contain {SENTENCE_SLOT!r} exactly once", list(self.template))
+        try:
+            indices = sentence_indices(self.template)
+        except HarnessError as error:
+            raise HarnessError(f"field 'template': {error}") from None
+        if sorted(indices) != list(range(len(indices))) or not indices:
+            invalid("template", "must use each sentence once, from sentence 0 on ({sentence} or {sent_0}, "
+                    "then {..._1} for a pair task)", list(self.template))
+        for name in ("first_sent_limit", "other_sent_limit"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                invalid(name, "must be an integer >= 1 (leave it out for no limit)", value)
         if (not isinstance(self.label_words, tuple) or len(self.label_words) < 2
                 or not all(isinstance(w, str) and w.strip() for w in self.label_words)):
             invalid("label_words", "must be a list of at least two non-empty strings", self.label_words)
@@ -221,6 +237,8 @@ class RunSettings:
         values = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in HASHED_ONLY_WHEN_SET and value is None:
+                continue
             if f.name == "batch_size":
                 value = {str(k): list(v) for k, v in sorted(value.items())}
             elif isinstance(value, tuple):

@@ -51,7 +51,7 @@ def reconstruct(record_path: Path, step: str, out_dir: Path, data_dir: str | Non
                            f"{protocol.path} now gives {protocol.settings_hash(profile, variant.name)}")
     settings = protocol.run_settings(profile, variant.name)
     data = load_task_data(protocol.task, data_dir)
-    tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences())
+    tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences(), settings.label_words)
     if tokenizer.info["sha256"] != record["tokenizer"]["sha256"]:
         raise HarnessError(f"{record_path}: the tokenizer rebuilt from {data.source} differs from the run's "
                            f"(sha256 {tokenizer.info['sha256'][:12]} vs {record['tokenizer']['sha256'][:12]})")

@@ -316,11 +316,21 @@ def check_grid_inputs(request: RunRequest, points: list[tuple[str, GridPoint]]) 
     request.protocol.check_lock()
     check_output_dir(request.out_dir, "--out")
     data = load_task_data(request.protocol.task, request.data_dir)
-    for k, seed in sorted({(point.k, point.seed) for _, point in points}):
-        make_k_shot_split(data, k, seed)
+    splits = [make_k_shot_split(data, k, seed) for k, seed in sorted({(point.k, point.seed) for _, point in points})]
     settings = [request.protocol.run_settings(request.profile, variant) for variant, _ in points]
     for tokenizer_spec, label_words in sorted({(s.tokenizer, s.label_words) for s in settings}):
-        _label_ids(load_tokenizer(tokenizer_spec, data.train_sentences()), label_words, data)
+        tokenizer = load_tokenizer(tokenizer_spec, data.train_sentences(), label_words)
+        _label_ids(tokenizer, label_words, data)
+        for prompt in {_prompt_settings(s) for s in settings if (s.tokenizer, s.label_words) == (tokenizer_spec, label_words)}:
+            encoder = PromptEncoder(tokenizer.tokenizer, *prompt)
+            for split in splits:
+                for name in ("train", "dev", "test"):
+                    encoder.encode_all(split.examples(name))
+
+
+def _prompt_settings(settings: RunSettings) -> tuple:
+    """PromptEncoder's arguments after the tokenizer."""
+    return settings.template, settings.max_length, settings.first_sent_limit, settings.other_sent_limit
 
 
 def _label_ids(tokenizer: LoadedTokenizer, label_words: tuple[str, ...], data: TaskData) -> list[int]:
@@ -342,9 +352,9 @@ def _setup_data(run: _Resolved, request: RunRequest) -> _Data:
     settings = run.settings
     data = load_task_data(run.protocol.task, request.data_dir)
     split = make_k_shot_split(data, run.point.k, run.point.seed)
-    tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences())
+    tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences(), settings.label_words)
     label_ids = _label_ids(tokenizer, settings.label_words, data)
-    encoder = PromptEncoder(tokenizer.tokenizer, settings.template, settings.max_length)
+    encoder = PromptEncoder(tokenizer.tokenizer, *_prompt_settings(settings))
     encoded = {name: encoder.encode_all(split.examples(name)) for name in ("train", "dev", "test")}
     return _Data(data, split, tokenizer, label_ids, encoded)
 

@@ -1,12 +1,15 @@
-"""The claims ledger: published and claimed numbers, and verdicts computed from records.
+"""The claims ledgers: published and claimed numbers, and verdicts computed from records.
 
-A claim names a metric, the variant (and k) it is about, an expected value with a
-tolerance, and conditions a record must meet to count (protocol version or hash, model,
-hardware, profile, steps, seeds). Only complete grids count: every grid point of every seed
-(the record's `protocol.grid`) has a completed or diverged run. Verdicts are computed, never
-typed: reproduced, refuted, or not measured with what is missing; one reached on a
-random-init model says so. A test-accuracy claim selects over a grid (best dev per seed), so
-the records that count must resolve to one grid (one protocol hash): such a claim names a profile.
+Each task has its ledger, benchmarks/<task>/claims.toml; claim ids are unique across ledgers
+(load_ledgers). A claim names its task, a metric, the variant (and k) it is about, an expected
+value with a tolerance, and conditions a record must meet to count (protocol version or hash,
+model, hardware, profile, steps, seeds). Only records of the claim's task count, so a protocol
+version in its conditions is that task's protocol's. Only complete grids count: every grid
+point of every seed (the record's `protocol.grid`) has a completed or diverged run. Verdicts
+are computed, never typed: reproduced, refuted, or not measured with what is missing; one
+reached on a random-init model says so. A test-accuracy claim selects over a grid (best dev per
+seed), so the records that count must resolve to one grid (one protocol hash): such a claim
+names a profile.
 Grids are grouped by protocol hash, source data (data.source_sha256) and k, never by name and
 version; no verdict rests on runs of more than one source data, and records whose protocol names
 and hashes disagree are refused (harness.results.selection.check_identities).
@@ -21,7 +24,9 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
+from harness.results.paper import PAPER_TASKS
 from harness.results.selection import (
+    RANDOM_INIT,
     best_dev_per_seed,
     check_identities,
     data_identity,
@@ -29,10 +34,9 @@ from harness.results.selection import (
     grid_point,
     grid_points,
     hardware_class,
+    model_matches,
     selectable,
 )
-
-RANDOM_INIT = "random-init:"
 
 
 def _field(records: list[dict], *path: str) -> list[float]:
@@ -83,8 +87,8 @@ METRICS = {
 }
 SELECTION_METRICS = ("test_accuracy",)   # computed by selecting over a grid: one grid only
 CONDITION_KEYS = ("protocol_version", "protocol_hash", "model", "hardware", "profile", "steps", "min_seeds")
-CLAIM_KEYS = ("id", "source", "statement", "metric", "variant", "k", "expected", "paper", "tolerance", "conditions")
-PAPER_KEYS = ("id", "variant", "k", "metric", "mean", "std", "source", "steps")
+CLAIM_KEYS = ("id", "source", "statement", "task", "metric", "variant", "k", "expected", "paper", "tolerance",
+              "conditions")
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,14 @@ class Claim:
     id: str
     source: str
     statement: str
+    task: str                   # only records of this task count (harness/tasks/spec.py TASKS)
     metric: str
     variant: str
     expected: float
     tolerance: float
     k: int | None = None
     conditions: dict = field(default_factory=dict)
+    ledger: str = ""            # the claims file it came from
 
 
 @dataclass(frozen=True)
@@ -115,41 +121,28 @@ class Verdict:
 
     def as_dict(self) -> dict:
         c = self.claim
-        return {"id": c.id, "source": c.source, "statement": c.statement, "metric": c.metric, "variant": c.variant,
-                "k": c.k, "expected": c.expected, "tolerance": c.tolerance, "conditions": c.conditions,
+        return {"id": c.id, "task": c.task, "source": c.source, "statement": c.statement, "metric": c.metric,
+                "variant": c.variant, "k": c.k, "expected": c.expected, "tolerance": c.tolerance, "conditions": c.conditions,
                 "measured": self.measured, "verdict": self.verdict, "outcome": self.outcome, "scope": self.scope,
-                "detail": self.detail}
-
-
-def load_paper(path: str | Path) -> dict[str, dict]:
-    """Published results by id (paper.toml)."""
-    path = Path(path)
-    raw = read_toml(path, "paper results file")
-    results = {}
-    for index, entry in enumerate(raw.get("result", []), start=1):
-        where = f"{path} result #{index}"
-        check_keys(entry, PAPER_KEYS, where)
-        for key in ("id", "variant", "metric", "mean", "source"):
-            if key not in entry:
-                raise HarnessError(f"{where}: missing key {key!r}")
-        if entry["id"] in results:
-            raise HarnessError(f"{where}: duplicate id {entry['id']!r}")
-        results[entry["id"]] = {**entry, "citation": raw.get("citation", "")}
-    return results
+                "detail": self.detail, "ledger": c.ledger}
 
 
 def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
+    """One ledger's claims; `paper`: load_paper's results (a claim's `paper = "<id>"` must name
+    one of its own task)."""
     path = Path(path)
     claims, seen = [], set()
     for index, entry in enumerate(read_toml(path, "claims file").get("claim", []), start=1):
         where = f"{path} claim {entry.get('id', f'#{index}')!r}"
         check_keys(entry, CLAIM_KEYS, where)
-        for key in ("id", "source", "statement", "metric", "variant", "tolerance"):
+        for key in ("id", "source", "statement", "task", "metric", "variant", "tolerance"):
             if key not in entry:
                 raise HarnessError(f"{where}: missing key {key!r}")
         if entry["id"] in seen:
             raise HarnessError(f"{where}: duplicate id")
         seen.add(entry["id"])
+        if entry["task"] not in PAPER_TASKS:
+            raise HarnessError(f"{where}: field 'task' must be one of {', '.join(PAPER_TASKS)}, got {entry['task']!r}")
         if entry["metric"] not in METRICS:
             raise HarnessError(f"{where}: field 'metric' must be one of {sorted(METRICS)}, got {entry['metric']!r}")
         if ("expected" in entry) == ("paper" in entry):
@@ -157,6 +150,9 @@ def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
         if "paper" in entry:
             if entry["paper"] not in paper:
                 raise HarnessError(f"{where}: field 'paper' names no result in the paper file: {entry['paper']!r}")
+            if paper[entry["paper"]]["task"] != entry["task"]:
+                raise HarnessError(f"{where}: field 'paper' names a result of task {paper[entry['paper']]['task']!r}, "
+                                   f"not of the claim's task {entry['task']!r}")
             expected = paper[entry["paper"]]["mean"]
         else:
             expected = entry["expected"]
@@ -169,15 +165,33 @@ def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
                                f"(a verdict counts only the records of the protocol it names)")
         if conditions.get("hardware", "any") not in ("any", "cpu", "cuda"):
             raise HarnessError(f"{where}: condition 'hardware' must be any, cpu or cuda")
-        claims.append(Claim(id=entry["id"], source=entry["source"], statement=entry["statement"],
+        claims.append(Claim(id=entry["id"], source=entry["source"], statement=entry["statement"], task=entry["task"],
                             metric=entry["metric"], variant=entry["variant"], expected=float(expected),
-                            tolerance=float(entry["tolerance"]), k=entry.get("k"), conditions=dict(conditions)))
+                            tolerance=float(entry["tolerance"]), k=entry.get("k"), conditions=dict(conditions),
+                            ledger=str(path)))
+    return claims
+
+
+def load_ledgers(paths: list[str | Path], paper: dict[str, dict]) -> list[Claim]:
+    """The claims of every ledger, in the order given; a claim id in two ledgers (or a ledger
+    given twice) is an error naming both files."""
+    if not paths:
+        raise HarnessError("no claims ledger to read")
+    claims: list[Claim] = []
+    first: dict[str, Path] = {}
+    for path in paths:
+        path = Path(path)
+        for claim in load_claims(path, paper):
+            if claim.id in first:
+                raise HarnessError(f"claim id {claim.id!r} is in both {first[claim.id]} and {path}; "
+                                   f"claim ids must be unique across ledgers")
+            first[claim.id] = path
+            claims.append(claim)
     return claims
 
 
 def _model_ok(record: dict, wanted: str) -> bool:
-    model = record["model"]["id"]
-    return wanted == "any" or (not model.startswith(RANDOM_INIT) and (model == wanted or model.endswith("/" + wanted)))
+    return wanted == "any" or model_matches(record["model"]["id"], wanted)
 
 
 def _hardware_ok(record: dict, wanted: str) -> bool:
@@ -231,11 +245,14 @@ def _scope(records: list[dict]) -> str:
 
 def judge(claim: Claim, records: list[dict]) -> Verdict:
     conditions = claim.conditions
-    of_variant = [r for r in selectable(records)
-                  if r["variant"]["name"] == claim.variant and (claim.k is None or r["k"] == claim.k)]
-    target = f"variant {claim.variant}" + (f" k={claim.k}" if claim.k is not None else "")
+    any_task = [r for r in selectable(records)
+                if r["variant"]["name"] == claim.variant and (claim.k is None or r["k"] == claim.k)]
+    of_variant = [r for r in any_task if r["task"] == claim.task]   # only the claim's task counts
+    target = f"task {claim.task} variant {claim.variant}" + (f" k={claim.k}" if claim.k is not None else "")
     if not of_variant:
-        return Verdict(claim, "not measured", None, f"no completed records of {target}")
+        others = sorted({r["task"] for r in any_task})
+        return Verdict(claim, "not measured", None, f"no completed records of {target}"
+                       + (f" (only of other tasks: {', '.join(others)})" if others else ""))
     version = (f"protocol hash {conditions['protocol_hash'][:8]}" if "protocol_hash" in conditions
                else f"protocol v{conditions['protocol_version']}")
     needs = [version]
@@ -287,13 +304,14 @@ def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:
 
 def to_markdown(verdicts: list[Verdict]) -> str:
     """claims.md: one table row per claim."""
-    lines = ["# Claims ledger", "", "Verdicts computed by `mezo-bench claims` from the run records; see "
-             "benchmarks/sst2/claims.toml.", "",
-             "| claim | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
-             "|---|---|---|---|---|---|"]
+    ledgers = ", ".join(dict.fromkeys(v.claim.ledger for v in verdicts if v.claim.ledger)) or "the claims ledgers"
+    lines = ["# Claims ledger", "", f"Verdicts computed by `mezo-bench claims` from the run records; see {ledgers}. "
+             "Only records of a claim's task count.", "",
+             "| claim | task | source | verdict | measured | expected ± tolerance | evidence or what is missing |",
+             "|---|---|---|---|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.source} | {v.verdict} | {_measured(v)} | "
-                     f"{v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
+        lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.task} | {v.claim.source} | {v.verdict} | "
+                     f"{_measured(v)} | {v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,10 @@ summary.md; full in summary.csv), and records whose names and hashes disagree ar
 (selection.check_identities). In each group the best-dev grid point of every seed is selected
 (selection.best_dev_per_seed), and each row reports the mean and population std (ddof=0) over
 seeds of those runs. Every figure names on its face the protocol, profile, hardware and model
-that produced it (and the data, where one figure holds runs of several).
+that produced it (and the data, where one figure holds runs of several). The paper's values
+come from benchmarks/paper.toml by task, variant, k and metric. From the same summary rows,
+harness.results.table18 writes Table 18 with every task side by side (table18.md, table18.csv,
+table18_accuracy.png).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from harness.core.stats import mean, population_std
 from harness.core.text import slug
 from harness.protocol.variants import VARIANTS
 from harness.results.figures import pyplot, save_figure
+from harness.results.paper import entry_variants
 from harness.results.selection import (
     best_dev_per_seed,
     check_identities,
@@ -26,6 +30,7 @@ from harness.results.selection import (
     hardware_class,
     selectable,
 )
+from harness.results.table18 import write_table18
 
 # hash: the protocol hash of the (profile, variant); data: data_identity (the source files' sha256)
 GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k", "hash", "data")
@@ -67,11 +72,12 @@ def _values(runs: list[dict], getter) -> list[float]:
     return out
 
 
-def _paper_entry(paper: dict[str, dict], variant: str, k: int | None, metric: str) -> dict | None:
+def _paper_entry(paper: dict[str, dict], task: str, variant: str, k: int | None, metric: str) -> dict | None:
+    """The paper's number for a group: same task, a variant it names, metric and k (or no k);
+    never a fewer-steps ablation."""
     for entry in paper.values():
-        variants = entry["variant"] if isinstance(entry["variant"], list) else [entry["variant"]]
-        if (variant in variants and entry["metric"] == metric and entry.get("k") in (None, k)
-                and "steps" not in entry):
+        if (entry["task"] == task and variant in entry_variants(entry) and entry["metric"] == metric
+                and entry.get("k") in (None, k) and "steps" not in entry):
             return entry
     return None
 
@@ -89,8 +95,8 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             continue
         group = dict(zip(GROUP_KEYS, key))
         tests = [100 * r["metrics"]["test_accuracy"] for r in selected]
-        paper_test = _paper_entry(paper, group["variant"], group["k"], "test_accuracy")
-        paper_zero = _paper_entry(paper, group["variant"], group["k"], "zero_shot_accuracy")
+        paper_test = _paper_entry(paper, group["task"], group["variant"], group["k"], "test_accuracy")
+        paper_zero = _paper_entry(paper, group["task"], group["variant"], group["k"], "zero_shot_accuracy")
 
         def phase(name, field="excess_bytes"):
             values = _values(selected, lambda r: r["memory"]["phases"][name][field])
@@ -140,8 +146,9 @@ def unevaluated_groups(records: list[dict]) -> list[str]:
 
 
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
-    """summary.csv and summary.md for all groups, and five figures per selection
-    (task, protocol version, profile, hardware, model). Returns the files written."""
+    """summary.csv and summary.md for all groups, five figures per selection (task, protocol
+    version, profile, hardware, model), and Table 18 across tasks (table18.md, table18.csv,
+    table18_accuracy.png). Returns the files written."""
     plt = pyplot()
     table = summarize(records, paper)   # refuses inconsistent records before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +159,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
                           + _short(table).to_markdown(index=False, floatfmt=".4g") + "\n"
                           + "".join(f"\nNo evaluated run (not in the table): {group}\n"
                                     for group in unevaluated_groups(records)))
+    written += write_table18(table, paper, out_dir)
 
     by_run_group = _groups(records)
 

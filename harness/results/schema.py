@@ -92,6 +92,8 @@ class Hyperparameters(_HyperparametersRequired, total=False):
     lora_alpha: int | None        # LoRA alpha; null for non-LoRA variants
     lora_targets: list[str] | None  # module names LoRA adapts; null for non-LoRA variants
     length_buckets: int           # > 1: MeZO's forwards run each batch in this many length buckets
+    first_sent_limit: int         # tokens kept of the first sentence (LM-BFF); absent: no limit
+    other_sent_limit: int         # tokens kept of each other sentence; absent: no limit
 
 
 class Data(TypedDict):

@@ -19,6 +19,15 @@ def field_value(record: dict, path: tuple[str, ...]):
     return value
 
 
+RANDOM_INIT = "random-init:"   # model ids of offline stand-ins with random weights
+
+
+def model_matches(model_id: str, wanted: str) -> bool:
+    """A record's model id is the pretrained checkpoint `wanted` ("roberta-large" matches
+    "roberta-large" and "FacebookAI/roberta-large"); a random-init stand-in never matches."""
+    return not model_id.startswith(RANDOM_INIT) and (model_id == wanted or model_id.endswith("/" + wanted))
+
+
 def hardware_class(record: dict) -> str:
     return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
 

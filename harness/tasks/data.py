@@ -63,7 +63,7 @@ class TaskData:
     train_lines: tuple[str, ...]
     test_lines: tuple[str, ...]
     source: str                     # "glue-dir:<path>", "csv-dir:<path>", "k-shot-dir:<path>" or "hf-datasets:<path>/<config>"
-    source_sha256: dict[str, str]   # hash of the source train and test text
+    source_sha256: dict[str, str]   # sha256 of the source train and test files (a k-shot folder: of its manifest)
     extra_test_lines: dict[str, tuple[str, ...]] = field(default_factory=dict)  # MNLI: test_mismatched
     kshot_dir: Path | None = None   # a k-shot folder: splits are read from <kshot_dir>/<k>-<seed>/
 
@@ -322,9 +322,17 @@ def _load_kshot_dir(task: TaskSpec, directory: Path) -> TaskData:
         train_lines=tuple(seen),
         test_lines=_read_kshot_file(first, task, "test"),
         source=f"k-shot-dir:{directory.resolve()}",
-        source_sha256={},
+        source_sha256={"k-shot-dir": _kshot_manifest_sha256(task, folders)},
         kshot_dir=directory,
     )
+
+
+def _kshot_manifest_sha256(task: TaskSpec, folders: list[Path]) -> str:
+    """The identity of a k-shot folder's content: sha256 over `<k>-<seed>/<file> <sha256>` lines of
+    every split file, so runs from different generated folders never group together."""
+    manifest = "".join(f"{folder.name}/{name} {_sha256_file(folder / name)}\n"
+                       for folder in folders for _, name in task.split_files if (folder / name).is_file())
+    return hashlib.sha256(manifest.encode()).hexdigest()
 
 
 def _read_kshot_file(folder: Path, task: TaskSpec, split: str) -> tuple[str, ...]:

@@ -1,19 +1,22 @@
-"""Prompt templates and label words.
+"""Prompt encoding and label words, as LM-BFF's `tokenize_multipart_input` (prompt mode) does it.
 
-A template is a list of parts, each tokenized on its own as LM-BFF does: "{sentence}" is
-the input (encoded without a leading space), a part equal to one of the tokenizer's special
-tokens ("<s>", "</s>", "<mask>") is that token, any other part is text. Masked-LM variants
-have one "<mask>"; classification-head variants none.
-Truncation shortens the sentence only, never the template (LM-BFF cuts the tail of the token
-list, which can cut the mask). Label words must each be one token of the tokenizer; otherwise
-the run fails with an error naming the word and its pieces.
+Each template part (harness.tasks.template) is tokenized on its own, without special tokens:
+a special-token part is that token, a sentence part is the edited sentence, encoded, then cut
+to `first_sent_limit` tokens (sentence 0) or `other_sent_limit` (the others) when set; a
+one-character text part is looked up as a token (`convert_tokens_to_ids`), longer text is
+encoded. The parts are concatenated and the tail cut at `max_length`. Like LM-BFF (which asserts
+there), an example whose `<mask>` the cut removes is an error, raised when the examples are
+encoded, before any training. Masked-LM variants have one "<mask>"; classification-head
+variants none. Label words must each be one token of the tokenizer; otherwise the run fails
+with an error naming the word and its pieces.
 """
 
 from __future__ import annotations
 
 from harness.core.errors import HarnessError
 from harness.tasks.batching import EncodedExample
-from harness.tasks.spec import MASK_SLOT, SENTENCE_SLOT, Example
+from harness.tasks.spec import Example
+from harness.tasks.template import MASK_SLOT, SentencePart, parse_template
 
 
 def label_word_ids(tokenizer, label_words: tuple[str, ...]) -> list[int]:
@@ -29,41 +32,56 @@ def label_word_ids(tokenizer, label_words: tuple[str, ...]) -> list[int]:
 
 
 class PromptEncoder:
-    def __init__(self, tokenizer, template: tuple[str, ...], max_length: int):
+    def __init__(self, tokenizer, template: tuple[str, ...], max_length: int,
+                 first_sent_limit: int | None = None, other_sent_limit: int | None = None):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.limits = (first_sent_limit, other_sent_limit)
         special = set(tokenizer.all_special_tokens)
-        self.parts: list[list[int] | None] = []   # None marks the sentence slot
-        for part in template:
-            if part == SENTENCE_SLOT:
-                self.parts.append(None)
+        self.parts: list[list[int] | SentencePart] = []
+        for part in parse_template(template):
+            if isinstance(part, SentencePart):
+                self.parts.append(part)
             elif part in special:
                 self.parts.append([tokenizer.convert_tokens_to_ids(part)])
             elif part.startswith("<") and part.endswith(">") and " " not in part:
                 raise HarnessError(f"template part {part!r} looks like a special token but this "
                                    f"tokenizer has none of that name; its special tokens: {sorted(special)}")
+            elif len(part) == 1:   # LM-BFF looks a single character up as a token
+                self.parts.append([tokenizer.convert_tokens_to_ids(part)])
             else:
                 self.parts.append(tokenizer.encode(part, add_special_tokens=False))
         if MASK_SLOT in template and tokenizer.mask_token != MASK_SLOT:
             raise HarnessError(f"the template's {MASK_SLOT!r} is not this tokenizer's mask token "
                                f"({tokenizer.mask_token!r})")
-        # Templates without <mask> (classification-head variants) report position 0.
         self._mask_index = template.index(MASK_SLOT) if MASK_SLOT in template else None
-        self.template_length = sum(len(p) for p in self.parts if p is not None)
-        self.sentence_budget = max_length - self.template_length
-        if self.sentence_budget < 1:
+        template_length = sum(len(p) for p in self.parts if not isinstance(p, SentencePart))
+        if max_length - template_length < 1:
             raise HarnessError(f"max_length={max_length} leaves no room for the sentence: the "
-                               f"template alone takes {self.template_length} tokens")
+                               f"template alone takes {template_length} tokens")
+
+    def _sentence_ids(self, part: SentencePart, example: Example) -> list[int]:
+        text = example.sentence if part.index == 0 else example.sentence2
+        if text is None:
+            raise HarnessError(f"the template uses sentence {part.index}, but the example has one sentence")
+        ids = self.tokenizer.encode(part.edit(text), add_special_tokens=False)
+        limit = self.limits[0] if part.index == 0 else self.limits[1]
+        return ids if limit is None else ids[:limit]
 
     def encode(self, example: Example) -> EncodedExample:
-        sentence = self.tokenizer.encode(example.sentence, add_special_tokens=False)[: self.sentence_budget]
+        """Templates without <mask> (classification-head variants) report position 0."""
         ids: list[int] = []
         mask_position = 0
         for index, part in enumerate(self.parts):
             if index == self._mask_index:
                 mask_position = len(ids)
-            ids.extend(sentence if part is None else part)
-        return EncodedExample(input_ids=tuple(ids), mask_position=mask_position, label=example.label)
+            ids.extend(self._sentence_ids(part, example) if isinstance(part, SentencePart) else part)
+        if self._mask_index is not None and mask_position >= self.max_length:
+            raise HarnessError(f"the example {example.sentence[:60]!r}... is {len(ids)} tokens, and cutting it to "
+                               f"max_length={self.max_length} cuts its {MASK_SLOT} (token {mask_position}); "
+                               "LM-BFF stops there too. Set first_sent_limit (or a larger max_length)")
+        return EncodedExample(input_ids=tuple(ids[: self.max_length]), mask_position=mask_position,
+                              label=example.label)
 
     def encode_all(self, examples: list[Example]) -> list[EncodedExample]:
         return [self.encode(example) for example in examples]

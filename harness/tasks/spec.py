@@ -1,5 +1,5 @@
-"""Task specifications: where a task's data lives, its columns and labels, and the template
-slots a prompt may use. Pure data, no torch: the protocol layer validates against it."""
+"""Task specifications: where a task's data lives, its columns and labels. Pure data, no
+torch: the protocol layer validates against it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from harness.core.errors import HarnessError
 
 SPLITS = ("train", "dev", "test")
-SENTENCE_SLOT = "{sentence}"    # a template part replaced by the example's sentence
-MASK_SLOT = "<mask>"            # the masked-LM template part whose logits give the label words'
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,12 @@ def no_model(monkeypatch):
 @pytest.fixture
 def places(sst2_protocol, sst2_dir, tmp_path):
     """Placeholders of the table below and what they stand for (built on first use)."""
-    def protocol_with(name: str, old: str, new: str) -> Path:
+    def protocol_with(name: str, old: str, new: str, lock: bool = True) -> Path:
         path = tmp_path / f"{name}.toml"
         path.write_text(sst2_protocol.read_text().replace('name = "sst2-mezo"', f'name = "sst2-mezo-{name}"')
                         .replace(old, new))
-        load_protocol(path).write_lock()
+        if lock:   # a protocol that fails to load cannot be locked
+            load_protocol(path).write_lock()
         return path
 
     def edited_copy() -> Path:   # a copy of the shipped protocol, changed but keeping its name and version
@@ -74,6 +75,10 @@ def places(sst2_protocol, sst2_dir, tmp_path):
         "{few}": lambda: write_glue(tmp_path / "few", "".join(f"film {i}\t{i % 2}\n" for i in range(20))),
         "{tiny}": lambda: write_glue(tmp_path / "tiny", "".join(f"a film {i}\t{i % 2}\n" for i in range(70))),
         "{bench_json}": lambda: Path(__file__).parent / "no-such.json",
+        "{bad_part}": lambda: protocol_with("bad-part", '"{sentence}", " It was"', '"{sent+_0}", " It was"', lock=False),
+        "{two_sentences}": lambda: protocol_with("two", '"{sentence}", " It was"', '"{sentence}", "{+sent_1}", " It was"',
+                                                lock=False),
+        "{max16}": lambda: protocol_with("max16", "max_length = 128", "max_length = 16"),
     }
 
     def fill(argv: list[str]) -> list[str]:
@@ -104,6 +109,13 @@ CASES = [
     (RUN + ["--weight-decay", "0.5"], "--weight-decay 0.5 is not in profile 'smoke' variant 'hf-mlm'; allowed: [0.0]"),
     (RUN + ["--eps", "big"], "argument --eps: invalid float value: 'big'"),
     (BENCH + ["--protocol", "{tmp}/none.toml"], "protocol file not found"),
+    (["bench", "--task", "nope", "--out", "{out}"], "--task 'nope': no protocol"),
+    (BENCH + ["--task", "rte"], "argument --task: not allowed with argument --protocol"),
+    # templates: LM-BFF's sentence forms only, the task's sentences, a mask the cut at max_length keeps
+    (RUN + ["--protocol", "{bad_part}"], "'sent+' is not one of LM-BFF's sentence forms"),
+    (RUN + ["--protocol", "{two_sentences}"], "must use the task's 1 sentence(s) (sst2 is a single-sentence task)"),
+    (RUN + ["--protocol", "{max16}"], "and cutting it to max_length=16 cuts its <mask>"),
+    (BENCH + ["--protocol", "{max16}"], "LM-BFF stops there too. Set first_sent_limit"),
     # protocol identity: a changed copy may not keep the shipped protocol's name and version
     (RUN + ["--protocol", "{edited_copy}"], "carries the name 'sst2-mezo' of"),
     (BENCH + ["--protocol", "{edited_copy}"], "give the changed protocol a new `name`"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.results.claims import load_paper
+from harness.results.paper import load_paper
 from harness.results.gate import gate, load_gate_config
 from harness.results.report import summarize
 from harness.results.store import write_record
@@ -17,6 +17,7 @@ from harness.results.store import write_record
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "benchmarks" / "gate.toml"
 BENCH = REPO / "benchmarks" / "sst2"
+PAPER = REPO / "benchmarks" / "paper.toml"
 MEMORY_METRICS = ["memory_excess_first_order_step", "memory_excess_inference", "memory_excess_mezo_step"]
 
 
@@ -176,7 +177,7 @@ def test_a_baseline_of_two_hashes_under_one_name_is_an_error(make_record, tmp_pa
 
 def test_report_refuses_two_hashes_under_one_name_naming_both_records(make_record, tmp_path, capsys):
     paths = save(tmp_path / "results", make_record(seed=13), make_record(seed=42, protocol_hash="9" * 64))
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", BENCH / "paper.toml",
+    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "report")
     assert code == 2
     [line] = err.splitlines()
@@ -185,7 +186,7 @@ def test_report_refuses_two_hashes_under_one_name_naming_both_records(make_recor
     assert f"{'h' * 64} ({paths[0]})" in line and f"{'9' * 64} ({paths[1]})" in line
     assert not (tmp_path / "report").exists()
     code, _, err = cli(capsys, "claims", "--results", tmp_path / "results", "--claims", BENCH / "claims.toml",
-                       "--paper", BENCH / "paper.toml")
+                       "--paper", PAPER)
     assert code == 2 and "has two protocol hashes" in err
 
 
@@ -194,7 +195,7 @@ def test_runs_of_one_point_with_different_splits_are_refused(make_record, tmp_pa
     same = make_record(seed=13)
     other["data"]["split_sha256"]["train"] = "9" * 64
     save(tmp_path / "results", same, dict(same, run_id="x", created_utc="2026-02-01T00:00:00+00:00", data=other["data"]))
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", BENCH / "paper.toml",
+    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "report")
     assert code == 2 and "k=16 seed=13 on the same source data have different splits (data.split_sha256)" in err
 
@@ -204,7 +205,7 @@ def test_report_keeps_runs_of_different_data_apart(make_record):
     for record in other_data:
         record["data"]["source_sha256"]["train"] = "9" * 64
     records = [make_record(seed=13, test=0.5), make_record(seed=42, test=0.5)] + other_data
-    table = summarize(records, load_paper(BENCH / "paper.toml")).sort_values("test_acc_mean")
+    table = summarize(records, load_paper(PAPER)).sort_values("test_acc_mean")
     assert list(table["test_acc_mean"]) == pytest.approx([50.0, 90.0])
     assert [data.split(",")[1][:14] for data in table["data"]] == ["train:aaaaaaaa", "train:99999999"]
     assert list(table["seeds"]) == [2, 2] and list(table["hash"]) == ["h" * 64] * 2
@@ -212,7 +213,7 @@ def test_report_keeps_runs_of_different_data_apart(make_record):
 
 def test_report_shows_a_short_hash_and_data_beside_the_name(make_record, tmp_path, capsys):
     save(tmp_path / "results", make_record(seed=13, protocol_hash="0123456789" + "f" * 54))
-    code, _, _ = cli(capsys, "report", "--results", tmp_path / "results", "--paper", BENCH / "paper.toml",
+    code, _, _ = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
                      "--out", tmp_path / "report")
     assert code == 0
     summary = (tmp_path / "report" / "summary.md").read_text()
@@ -228,7 +229,7 @@ def test_a_claim_never_mixes_data(make_record):
     other = [make_record(seed=seed) for seed in (13, 42)]
     for record in other:
         record["data"]["source_sha256"]["test"] = "9" * 64
-    claim = Claim(id="c", source="s", statement="t", metric="zero_gradient_percent", variant="hf-mlm",
+    claim = Claim(id="c", source="s", statement="t", task="sst2", metric="zero_gradient_percent", variant="hf-mlm",
                   expected=0.0, tolerance=1.0, k=16, conditions={"protocol_version": 3})
     assert judge(claim, records).outcome == "reproduced"
     verdict = judge(claim, records + other)
@@ -255,7 +256,7 @@ def results_with_bad_records(make_record, tmp_path) -> tuple[Path, Path, Path]:
 @pytest.mark.parametrize("command", ["report", "claims"])
 def test_report_and_claims_skip_bad_records_one_line_each(results_with_bad_records, tmp_path, capsys, command):
     root, incomplete, garbage = results_with_bad_records
-    argv = [command, "--results", root, "--paper", BENCH / "paper.toml", "--out", tmp_path / "out"]
+    argv = [command, "--results", root, "--paper", PAPER, "--out", tmp_path / "out"]
     if command == "claims":
         argv += ["--claims", BENCH / "claims.toml"]
     code, out, err = cli(capsys, *argv)
@@ -277,7 +278,7 @@ def test_nothing_readable_is_an_error(tmp_path, capsys):
     folder = tmp_path / "results" / "sst2" / "sst2-mezo-v3" / "smoke"
     folder.mkdir(parents=True)
     (folder / "a.json").write_text('{"schema_version": 7}')
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", BENCH / "paper.toml",
+    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "out")
     assert code == 2
     assert err.splitlines() == [f"mezo-bench: skipped {folder / 'a.json'}: unknown schema_version 7 (this code reads 1..3)",
@@ -292,7 +293,7 @@ def test_an_old_record_that_cannot_be_upgraded_is_skipped(make_record, tmp_path,
     del broken["variant"]["backend"]
     path = root / "sst2" / "sst2-mezo-v3" / "smoke" / "old.json"
     path.write_text(json.dumps(broken))
-    code, _, err = cli(capsys, "report", "--results", root, "--paper", BENCH / "paper.toml", "--out", tmp_path / "out")
+    code, _, err = cli(capsys, "report", "--results", root, "--paper", PAPER, "--out", tmp_path / "out")
     assert code == 0
     assert f"mezo-bench: skipped {path}: cannot upgrade from schema_version 1: a field is missing" in err
 
@@ -305,9 +306,9 @@ def test_an_unwritable_out_is_an_error_and_nothing_is_written(make_record, basel
     if out == "file":
         out = tmp_path / "taken"
         out.write_text("keep me")
-    argv = {"report": ["report", "--results", baseline, "--paper", BENCH / "paper.toml"],
+    argv = {"report": ["report", "--results", baseline, "--paper", PAPER],
             "claims": ["claims", "--results", baseline, "--claims", BENCH / "claims.toml",
-                       "--paper", BENCH / "paper.toml"],
+                       "--paper", PAPER],
             "gate": ["gate", "--baseline", baseline, "--candidate", baseline]}[command]
     before = files_under(tmp_path)
     code, out_text, err = cli(capsys, *argv, "--out", out)

@@ -1,17 +1,20 @@
 """The claims ledger: verdicts computed from records, and a validated ledger file."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.results.claims import Claim, judge, load_claims, load_paper
+from harness.results.claims import Claim, judge, load_claims, load_ledgers
+from harness.results.paper import load_paper
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2"
+PAPER = BENCH.parent / "paper.toml"
 
 
 def claim(**overrides):
-    values = dict(id="c", source="s", statement="t", metric="test_accuracy", variant="hf-mlm", expected=90.5,
+    values = dict(id="c", source="s", statement="t", task="sst2", metric="test_accuracy", variant="hf-mlm", expected=90.5,
                   tolerance=2.4, k=16, conditions={"protocol_version": 3, "model": "roberta-large", "hardware": "any",
                                                    "min_seeds": 2})
     return Claim(**{**values, **overrides})
@@ -24,7 +27,7 @@ def pretrained(make_record):
 
 
 def test_committed_ledger_loads_and_covers_the_required_claims():
-    claims = {c.id: c for c in load_claims(BENCH / "claims.toml", load_paper(BENCH / "paper.toml"))}
+    claims = {c.id: c for c in load_claims(BENCH / "claims.toml", load_paper(PAPER))}
     assert claims["paper-mezo-k16"].expected == 90.5 and claims["paper-mezo-k512"].expected == 93.3
     assert claims["paper-mezo-lora-k16"].expected == 91.4 and claims["paper-ft-k512"].expected == 93.9
     assert claims["paper-accuracy-objective-k512"].expected == 92.7
@@ -41,6 +44,94 @@ def test_committed_ledger_loads_and_covers_the_required_claims():
         assert c.conditions["protocol_version"] == 3, c.id          # every verdict names its protocol
         if c.id.startswith("paper-"):
             assert c.conditions["model"] == "roberta-large", c.id   # the paper's numbers need the paper's model
+    assert {c.task for c in claims.values()} == {"sst2"}
+
+
+NEW_LEDGERS = ("sst5", "trec", "rte", "mnli", "snli")
+
+
+def test_every_task_has_a_ledger_with_the_papers_claims():
+    paper = load_paper(PAPER)
+    ledgers = sorted(BENCH.parent.glob("*/claims.toml"))
+    assert [path.parent.name for path in ledgers] == sorted(["sst2", *NEW_LEDGERS])
+    claims = load_ledgers(ledgers, paper)        # ids unique across the ledgers
+    for c in claims:
+        assert c.task == Path(c.ledger).parent.name, c.id
+    new = {c.id: c for c in claims if c.task in NEW_LEDGERS}
+    for task in NEW_LEDGERS:
+        wanted = {f"paper-{task}-{name}" for name in (
+            "zero-shot", "mezo-k16", "mezo-k512", "mezo-lora-k16", "mezo-lora-k512", "mezo-lora-merged-k16",
+            "mezo-lora-merged-k512", "ft-k16", "ft-k512")}
+        wanted |= {f"paper-{task}-accuracy-objective-k512"} if task in ("sst5", "snli", "trec") else set()
+        assert {i for i, c in new.items() if c.task == task} == wanted, task
+    assert new["paper-sst5-mezo-k16"].expected == 45.5 and new["paper-sst5-mezo-k16"].tolerance == 4.0
+    assert new["paper-mnli-ft-k512"].expected == 84.4 and new["paper-mnli-ft-k512"].variant == "hf-ft"
+    assert new["paper-trec-mezo-lora-merged-k512"].expected == 95.0
+    assert new["paper-trec-mezo-lora-merged-k512"].variant == "hf-mlm-lora-ref-merged"
+    assert new["paper-rte-zero-shot"].expected == 51.4 and new["paper-rte-zero-shot"].metric == "zero_shot_test_accuracy"
+    assert new["paper-snli-accuracy-objective-k512"].expected == 82.7
+    assert new["paper-snli-accuracy-objective-k512"].tolerance == 2.0    # 2 x MeZO k=512's std: Table 3 has none
+    by_paper_id = {(e["task"], e["method"], e.get("k")): e for e in paper.values() if e["source"] == "Table 18"}
+    for c in new.values():
+        assert c.conditions == {"protocol_version": 1, "model": "roberta-large", "hardware": "any",
+                                "profile": "paper", **({} if c.metric == "zero_shot_test_accuracy" else {"min_seeds": 5})}
+        method = {"hf-mlm": "MeZO", "hf-ft": "FT"}.get(c.variant, "MeZO (LoRA)")
+        entry = by_paper_id.get((c.task, method, c.k))
+        if c.variant != "hf-mlm-acc" and c.k is not None:
+            assert entry["mean"] == c.expected and c.tolerance == pytest.approx(2 * entry["std"]), c.id
+
+
+def test_only_records_of_the_claims_task_count(pretrained):
+    sst5 = [pretrained(seed=seed, test=0.45, task="sst5", version=1) for seed in (13, 42)]
+    sst2 = [pretrained(seed=seed, test=0.90, task="sst2", version=1) for seed in (13, 42)]
+    on_sst2 = claim(conditions={"protocol_version": 1, "model": "roberta-large", "profile": "paper"})
+    on_sst5 = claim(task="sst5", expected=45.5, tolerance=4.0, conditions=on_sst2.conditions)
+    # the same variant, k and protocol version on another task never counts
+    verdict = judge(on_sst2, sst5)
+    assert verdict.outcome == "not measured"
+    assert verdict.detail == "no completed records of task sst2 variant hf-mlm k=16 (only of other tasks: sst5)"
+    assert judge(on_sst5, sst5 + sst2).measured == pytest.approx(45.0)
+    assert judge(on_sst2, sst5 + sst2).measured == pytest.approx(90.0)
+    assert judge(on_sst5, sst5 + sst2).verdict == judge(on_sst2, sst5 + sst2).verdict == "reproduced"   # not 67.5
+
+
+def test_a_claim_id_in_two_ledgers_is_an_error_naming_both_files(tmp_path, capsys):
+    from harness.cli import main
+
+    text = '[[claim]]\nid="same"\nsource="s"\nstatement="t"\ntask="{task}"\nmetric="test_accuracy"\n' \
+           'variant="hf-mlm"\nexpected=1\ntolerance=1\nconditions={{protocol_version=1}}\n'
+    first, second = tmp_path / "sst2" / "claims.toml", tmp_path / "sst5" / "claims.toml"
+    for path, task in ((first, "sst2"), (second, "sst5")):
+        path.parent.mkdir()
+        path.write_text(text.format(task=task))
+    assert [c.task for c in load_ledgers([first], load_paper(PAPER))] == ["sst2"]
+    message = f"claim id 'same' is in both {first} and {second}; claim ids must be unique across ledgers"
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        load_ledgers([first, second], load_paper(PAPER))
+    assert main(["claims", "--claims", str(first), "--claims", str(second), "--paper", str(PAPER)]) == 2
+    assert capsys.readouterr().err == f"mezo-bench: error: {message}\n"
+
+
+def test_claims_reads_every_ledger_by_default(make_record, tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    from harness.results.store import write_record
+
+    for seed in (13, 42):
+        write_record(make_record(variant="hf-mlm-acc", seed=seed, zero_fraction=0.99),
+                     tmp_path / "results" / "sst2" / "sst2-mezo-v3" / "smoke" / f"{seed}.json")
+    monkeypatch.chdir(BENCH.parents[1])     # the defaults are relative to the repository root
+    assert main(["claims", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    ledgers = sorted(BENCH.parent.glob("*/claims.toml"))
+    count = len(load_ledgers(ledgers, load_paper(PAPER)))
+    assert out.splitlines()[-2] == f"1 reproduced, 0 refuted, {count - 1} not measured"
+    assert "paper-snli-mezo-k16                not measured" in out and "paper-mezo-k16  " in out
+    markdown = (tmp_path / "out" / "claims.md").read_text()
+    assert "see " + ", ".join(str(path.relative_to(BENCH.parents[1])) for path in ledgers) + "." in markdown
+    assert "| paper-trec-ft-k512: Fine-tuning (Adam) reaches 97.3 (0.2) on TREC with k=512 | trec |" in markdown
+    monkeypatch.chdir(tmp_path)             # no benchmarks/*/claims.toml here
+    assert main(["claims", "--results", str(tmp_path / "results"), "--paper", str(PAPER)]) == 2
+    assert "no claims ledger found (benchmarks/*/claims.toml under" in capsys.readouterr().err
 
 
 def test_reproduced_and_refuted_from_best_dev_mean(pretrained):
@@ -61,7 +152,7 @@ def test_not_measured_says_what_is_missing(pretrained, make_record):
     assert verdict.verdict == "not measured" and verdict.measured is None
     assert "needs protocol v3, model roberta-large (pretrained)" in verdict.detail
     assert "random-init:tiny / profile smoke / v3 / cpu" in verdict.detail
-    assert "no completed records of variant sglang-mlm" in judge(claim(variant="sglang-mlm"), tiny).detail
+    assert "no completed records of task sst2 variant sglang-mlm" in judge(claim(variant="sglang-mlm"), tiny).detail
     one_seed = {"seeds": [13], "lr": [1e-3], "batch_size": [64], "eps": [1e-3], "weight_decay": [0.0]}
     assert "needs 2 seeds, the complete grids have 1" in judge(claim(), [pretrained(seed=13, grid=one_seed)]).detail
     gpu_only = judge(claim(conditions={"protocol_version": 3, "model": "any", "hardware": "cuda"}), tiny)
@@ -122,30 +213,38 @@ def test_a_selection_claim_needs_one_grid(pretrained):
     assert judge(profiled, records).outcome == "reproduced"
 
 
+HEAD = '[[claim]]\nid="a"\nsource="s"\nstatement="t"\n'
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="nope"\nvariant="v"\nexpected=1\ntolerance=1\n',
-         "field 'metric' must be one of"),
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\npaper="mezo-k16"\ntolerance=1\n',
+        (HEAD + 'task="sst2"\nmetric="nope"\nvariant="v"\nexpected=1\ntolerance=1\n', "field 'metric' must be one of"),
+        (HEAD + 'task="sst2"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\npaper="sst2/mezo-k16"\ntolerance=1\n',
          "give exactly one of 'expected' or 'paper'"),
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\npaper="mezo-k9"\ntolerance=1\n',
-         "field 'paper' names no result in the paper file: 'mezo-k9'"),
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=-1\n',
+        (HEAD + 'task="sst2"\nmetric="test_accuracy"\nvariant="v"\npaper="sst2/mezo-k9"\ntolerance=1\n',
+         "field 'paper' names no result in the paper file: 'sst2/mezo-k9'"),
+        (HEAD + 'task="sst2"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=-1\n',
          "field 'tolerance' must be a number >= 0"),
-        ('[[claim]]\nid="a"\nsource="s"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\n',
+        ('[[claim]]\nid="a"\nsource="s"\ntask="sst2"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\n',
          "claim 'a': missing key 'statement'"),
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={gpu="h100"}\n',
+        (HEAD + 'task="sst2"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={gpu="h100"}\n',
          r"conditions: unknown key .gpu."),
-        ('[[claim]]\nid="a"\nsource="s"\nstatement="t"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={model="any"}\n',
+        (HEAD + 'task="sst2"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\nconditions={model="any"}\n',
          "conditions need exactly one of 'protocol_version' or 'protocol_hash'"),
+        # every claim names its task, a task of the paper's table, and cites a number of that task
+        (HEAD + 'metric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\n', "claim 'a': missing key 'task'"),
+        (HEAD + 'task="cola"\nmetric="test_accuracy"\nvariant="v"\nexpected=1\ntolerance=1\n',
+         "claim 'a': field 'task' must be one of sst2, sst5, snli, mnli, rte, trec, got 'cola'"),
+        (HEAD + 'task="sst5"\nmetric="test_accuracy"\nvariant="hf-mlm"\npaper="sst2/mezo-k16"\ntolerance=1\n',
+         "claim 'a': field 'paper' names a result of task 'sst2', not of the claim's task 'sst5'"),
     ],
 )
 def test_bad_ledger_entries_name_the_claim_and_field(tmp_path, text, message):
     path = tmp_path / "claims.toml"
     path.write_text(text)
     with pytest.raises(HarnessError, match=message):
-        load_claims(path, load_paper(BENCH / "paper.toml"))
+        load_claims(path, load_paper(PAPER))
 
 
 def test_claims_and_report_commands(make_record, tmp_path, capsys):
@@ -156,15 +255,15 @@ def test_claims_and_report_commands(make_record, tmp_path, capsys):
         write_record(make_record(variant="hf-mlm-acc", seed=seed, zero_fraction=0.99),
                      tmp_path / "results" / "sst2" / "sst2-mezo-v3" / "smoke" / f"{seed}.json")
     assert main(["claims", "--results", str(tmp_path / "results"), "--claims", str(BENCH / "claims.toml"),
-                 "--paper", str(BENCH / "paper.toml"), "--out", str(tmp_path / "out")]) == 0
+                 "--paper", str(PAPER), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "seed003-accuracy-zero-gradients    reproduced on a random-init model (random-init:tiny)" in out
     assert "paper-mezo-k16                     not measured" in out
     assert "| seed003-accuracy-zero-gradients:" in (tmp_path / "out" / "claims.md").read_text()
-    assert main(["report", "--results", str(tmp_path / "results"), "--paper", str(BENCH / "paper.toml"),
+    assert main(["report", "--results", str(tmp_path / "results"), "--paper", str(PAPER),
                  "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "summary.csv").is_file()
     assert main(["report", "--results", str(tmp_path / "empty-nowhere")]) == 2
     assert "results not found" in capsys.readouterr().err
-    assert main(["claims", "--claims", str(tmp_path / "missing.toml"), "--paper", str(BENCH / "paper.toml")]) == 2
+    assert main(["claims", "--claims", str(tmp_path / "missing.toml"), "--paper", str(PAPER)]) == 2
     assert "file not found" in capsys.readouterr().err

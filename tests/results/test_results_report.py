@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.results.claims import load_paper
+from harness.results.paper import load_paper
 from harness.results.report import summarize, unevaluated_groups, write_report
 from harness.results.schema import SCHEMA_VERSION
 from harness.results.selection import best_dev_per_seed, reference_folder_name
 from harness.results.store import load_records, read_records, upgrade, write_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "paper.toml"
+PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "paper.toml"
 
 
 def store(tmp_path, records):
@@ -145,6 +145,7 @@ def test_report_writes_tables_and_figures(make_record, tmp_path):
     written = write_report(records, load_paper(PAPER), tmp_path / "report")
     names = sorted(p.name for p in written)
     assert names == sorted(["summary.csv", "summary.md", "accuracy_vs_step.png", "accuracy_vs_paper.png",
-                            "sparsity.png", "memory.png", "throughput.png"])
+                            "sparsity.png", "memory.png", "throughput.png",
+                            "table18.md", "table18.csv", "table18_accuracy.png"])
     assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
     assert "| hf-ft " in (tmp_path / "report" / "summary.md").read_text()

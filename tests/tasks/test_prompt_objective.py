@@ -22,17 +22,6 @@ def test_template_is_lm_bff_layout(prompt_template, micro_tokenizer):
     assert encoded.label == 1
 
 
-def test_truncation_shortens_the_sentence_never_the_template(prompt_template, micro_tokenizer):
-    tok = micro_tokenizer
-    encoder = PromptEncoder(tok, prompt_template, max_length=12)
-    encoded = encoder.encode(Example("the film is a great ride " * 10, 0))
-    tail = tok.encode(" It was", add_special_tokens=False) + [tok.mask_token_id] + tok.encode(".", add_special_tokens=False) + [tok.eos_token_id]
-    assert len(encoded.input_ids) == 12
-    assert encoded.input_ids[0] == tok.bos_token_id
-    assert list(encoded.input_ids[-len(tail):]) == tail
-    assert encoded.input_ids[encoded.mask_position] == tok.mask_token_id
-
-
 def test_template_longer_than_max_length(prompt_template, micro_tokenizer):
     with pytest.raises(HarnessError, match="leaves no room for the sentence"):
         PromptEncoder(micro_tokenizer, prompt_template, max_length=4)

@@ -4,7 +4,6 @@ shared copies of the real files; skipped where /work/shared/data is absent."""
 import hashlib
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,33 +12,23 @@ from harness.core.errors import HarnessError
 from harness.tasks.data import load_task_data, make_k_shot_split
 from harness.tasks.spec import get_task
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SEEDS = (13, 21, 42, 87, 100)
-SOURCES = {"sst5": "original/sst-5", "trec": "original/trec", "rte": "glue/RTE",
-           "mnli": "k-shot-1k-test/MNLI", "snli": "k-shot-1k-test/SNLI"}
-
-
-def _shared(relative: str) -> Path:
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    return path
 
 
 @pytest.fixture(scope="module")
-def lm_bff_md5() -> dict[str, str]:
+def lm_bff_md5(shared_data) -> dict[str, str]:
     """LM-BFF's published checksums: '<TASK>/16-<seed>/<file>' -> md5."""
-    lines = _shared("checksums/lm-bff-k16.md5").read_text().splitlines()
+    lines = shared_data("checksums/lm-bff-k16.md5").read_text().splitlines()
     return {name: md5 for md5, name in (line.split() for line in lines if line.strip())}
 
 
 @pytest.fixture(scope="module")
-def task_data():
+def task_data(shared_data):
     cache = {}
 
     def get(task):
         if task not in cache:
-            cache[task] = load_task_data(task, _shared(SOURCES[task]))
+            cache[task] = load_task_data(task, shared_data(task))
         return cache[task]
     return get
 
@@ -69,12 +58,12 @@ def test_counts_and_test_rule(task_data, task, n_test, n_per_label):
         assert split.lines["test"] == data.test_lines
 
 
-def test_sst5_test_is_pandas_sample_of_1000_with_seed_42(task_data):
+def test_sst5_test_is_pandas_sample_of_1000_with_seed_42(task_data, shared_data):
     import pandas as pd
 
     data = task_data("sst5")
     assert len(data.test_lines) == 2210
-    path = _shared("original/sst-5/test.csv")
+    path = shared_data("original/sst-5/test.csv")
     expected = pd.read_csv(path, header=None).sample(n=1000, random_state=42).to_csv(header=False, index=False)
     for seed in (13, 87):   # the same 1,000 for every seed
         assert make_k_shot_split(data, 16, seed).text("test") == expected
@@ -113,8 +102,26 @@ def test_kshot_folders_read_as_is(task_data, lm_bff_md5, task, k, seed):
     assert example.sentence and example.sentence2
 
 
-def test_kshot_root_and_task_folder_are_the_same(task_data):
-    assert load_task_data("mnli", _shared("k-shot-1k-test")).kshot_dir == task_data("mnli").kshot_dir
+def test_kshot_root_and_task_folder_are_the_same(task_data, shared_data):
+    assert load_task_data("mnli", shared_data("k-shot-1k-test")).kshot_dir == task_data("mnli").kshot_dir
+
+
+def test_kshot_folder_identity_is_its_files(tmp_path, task_data):
+    """A k-shot folder's data identity (grouping in reports, claims, the gate) is a manifest of its
+    files' sha256: pinned for the shared copies, and changed by a one-byte edit of one file."""
+    assert task_data("mnli").source_sha256 == {
+        "k-shot-dir": "3748dbc04494eb66719556316726f59d96136da8a00bb7c9a8ab17400687e54d"}
+    assert task_data("snli").source_sha256 == {
+        "k-shot-dir": "f370cb9c87caec98cb5a873151238842bdef77b74399f64f6564a0195a71dbff"}
+    source = task_data("snli").kshot_dir / "16-13"
+    folder = tmp_path / "SNLI" / "16-13"
+    folder.mkdir(parents=True)
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    copy = load_task_data("snli", tmp_path).source_sha256
+    test = folder / "test.tsv"
+    test.write_bytes(test.read_bytes().replace(b"A ", b"a ", 1))
+    assert load_task_data("snli", tmp_path).source_sha256 != copy
 
 
 def test_kshot_folder_missing_seed(task_data):
@@ -201,10 +208,10 @@ def test_rte_bad_label_names_line(tmp_path):
     ("sst5", "original", ["dev.csv", "test.csv", "train.csv"]),
     ("mnli", "k-shot-1k-test", ["dev_matched.tsv", "test_matched.tsv", "test_mismatched.tsv", "train.tsv"]),
 ])
-def test_cli_splits_writes_lm_bff_files(tmp_path, lm_bff_md5, task, source, names):
+def test_cli_splits_writes_lm_bff_files(tmp_path, lm_bff_md5, shared_data, task, source, names):
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "harness.cli", "splits", "--task", task, "--k", "16", "--seed", "13",
-                    "--data-dir", str(_shared(source)), "--out", str(out)], check=True, capture_output=True)
+                    "--data-dir", str(shared_data(source)), "--out", str(out)], check=True, capture_output=True)
     assert sorted(p.name for p in out.iterdir()) == names
     folder = get_task(task).glue_dir_name
     assert hashlib.md5((out / names[-1]).read_bytes()).hexdigest() == lm_bff_md5[f"{folder}/16-13/{names[-1]}"]
