@@ -127,7 +127,8 @@ def bench(session: nox.Session) -> None:
     """Any task's protocol: `nox -s bench -- --task sst5 [options]` (tasks: sst2, sst5, trec, rte,
     mnli, snli; options as for bench-sst2). The data default to the task's folder under ../shared/data
     when MEZO_BENCH_DATA_DIR and --data-dir are unset."""
-    options = list(session.posargs)
+    options = [part for arg in session.posargs for part in
+               (arg.split("=", 1) if arg.startswith("--task=") else [arg])]   # --task=T is --task T
     if "--task" not in options or options.index("--task") + 1 >= len(options):
         session.error(f"give the task: nox -s bench -- --task TASK [options] (TASK: {', '.join(SHARED_TASK_DATA)})")
     at = options.index("--task")

@@ -3,8 +3,8 @@
 Each task has its ledger, benchmarks/<task>/claims.toml; claim ids are unique across ledgers
 (load_ledgers). A claim names its task, a metric, the variant (and k) it is about, an expected
 value with a tolerance, and conditions a record must meet to count (protocol version or hash,
-model, hardware, profile, steps, seeds). Only records of the claim's task count, so a protocol
-version in its conditions is that task's protocol's. Only complete grids count: every grid
+model, hardware, profile, steps, seeds). Only records of the claim's task count, and a protocol
+version is one of `protocol_name` (default: the task's shipped protocol, `<task>-mezo`). Only complete grids count: every grid
 point of every seed (the record's `protocol.grid`) has a completed or diverged run. Verdicts
 are computed, never typed: reproduced, refuted, or not measured with what is missing; one
 reached on a random-init model says so. A test-accuracy claim selects over a grid (best dev per
@@ -86,7 +86,8 @@ METRICS = {
     "radix_memory_saved_percent": _radix_memory_saved,
 }
 SELECTION_METRICS = ("test_accuracy",)   # computed by selecting over a grid: one grid only
-CONDITION_KEYS = ("protocol_version", "protocol_hash", "model", "hardware", "profile", "steps", "min_seeds")
+CONDITION_KEYS = ("protocol_version", "protocol_name", "protocol_hash", "model", "hardware", "profile", "steps",
+                  "min_seeds")
 CLAIM_KEYS = ("id", "source", "statement", "task", "metric", "variant", "k", "expected", "paper", "tolerance",
               "conditions")
 
@@ -198,11 +199,17 @@ def _hardware_ok(record: dict, wanted: str) -> bool:
     return wanted == "any" or hardware_class(record).split(":")[0] == wanted
 
 
-def _protocol_ok(record: dict, conditions: dict) -> bool:
-    protocol = record["protocol"]
+def protocol_name_of(claim: Claim) -> str:
+    """The protocol a `protocol_version` condition is a version of: `protocol_name`, by default the
+    task's shipped one (`<task>-mezo`), so renamed copies (other identities) never count."""
+    return claim.conditions.get("protocol_name", f"{claim.task}-mezo")
+
+
+def _protocol_ok(record: dict, claim: Claim) -> bool:
+    protocol, conditions = record["protocol"], claim.conditions
     if "protocol_hash" in conditions:
         return protocol["hash"] == conditions["protocol_hash"]
-    return protocol["version"] == conditions["protocol_version"]
+    return protocol["version"] == conditions["protocol_version"] and protocol["name"] == protocol_name_of(claim)
 
 
 def _describe(records: list[dict]) -> str:
@@ -254,9 +261,9 @@ def judge(claim: Claim, records: list[dict]) -> Verdict:
         return Verdict(claim, "not measured", None, f"no completed records of {target}"
                        + (f" (only of other tasks: {', '.join(others)})" if others else ""))
     version = (f"protocol hash {conditions['protocol_hash'][:8]}" if "protocol_hash" in conditions
-               else f"protocol v{conditions['protocol_version']}")
+               else f"protocol {protocol_name_of(claim)} v{conditions['protocol_version']}")
     needs = [version]
-    matching = [r for r in of_variant if _protocol_ok(r, conditions)]
+    matching = [r for r in of_variant if _protocol_ok(r, claim)]
     if "model" in conditions:
         matching = [r for r in matching if _model_ok(r, conditions["model"])]
         needs.append(f"model {conditions['model']}" + ("" if conditions["model"] == "any" else " (pretrained)"))

@@ -84,7 +84,11 @@ def load_paper(path: str | Path) -> dict[str, dict]:
             raise HarnessError(f"{path}: missing field {key!r} (a non-empty string)")
     results: dict[str, dict] = {}
     where_is: dict[tuple, str] = {}
+    if not isinstance(raw.get("result", []), list):
+        raise HarnessError(f"{path}: 'result' must be an array of tables ([[result]])")
     for index, entry in enumerate(raw.get("result", []), start=1):
+        if not isinstance(entry, dict):
+            raise HarnessError(f"{path} result #{index}: must be a table ([[result]]), got {entry!r}")
         where = f"{path} result {entry['id']!r}" if isinstance(entry.get("id"), str) else f"{path} result #{index}"
         _check_entry(entry, where)
         if entry["id"] in results:

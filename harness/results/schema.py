@@ -143,6 +143,7 @@ class _TokenizerRequired(TypedDict):
 
 class Tokenizer(_TokenizerRequired, total=False):
     trained_on: str               # trained-bpe only: what it was trained on
+    added_label_words: list[str]  # trained-bpe:<n>+label-words only: label words added as tokens
 
 
 class Liveness(TypedDict):

@@ -406,17 +406,16 @@ def _load_with_datasets(task: TaskSpec) -> TaskData:
             lines.append("\t".join(fields) + "\n")
         return tuple(lines)
 
-    train_lines = as_lines("train", "train")
-    tests = {"test": as_lines(task.hf_test_split, "test")}
-    tests.update({split: as_lines(hub_split, split) for split, hub_split in task.hf_extra_test_splits})
+    sources = {"train": as_lines("train", "train"), "test": as_lines(task.hf_test_split, "test")}
+    sources.update({split: as_lines(hub_split, split) for split, hub_split in task.hf_extra_test_splits})
+    extra_tests = {name: lines for name, lines in sources.items() if name not in ("train", "test")}
     return TaskData(
         task=task,
-        train_lines=train_lines,
-        test_lines=tests.pop("test"),
-        extra_test_lines=tests,
+        train_lines=sources["train"],
+        test_lines=sources["test"],
+        extra_test_lines=extra_tests,
         source=f"hf-datasets:{path}/{config}" if config is not None else f"hf-datasets:{path}",
-        source_sha256={name: hashlib.sha256("".join(lines).encode()).hexdigest()
-                       for name, lines in (("train", train_lines), ("test", tests.get("test", ())))},
+        source_sha256={name: hashlib.sha256("".join(lines).encode()).hexdigest() for name, lines in sources.items()},
     )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.tasks.data import DATA_DIR_ENV, load_task_data, make_k_shot_split
+from harness.tasks.data import DATA_DIR_ENV, label_of, load_task_data, make_k_shot_split
 from harness.tasks.spec import SPLITS
 
 # sha256 of train.tsv / dev.tsv as `mezo-bench splits` writes them (GLUE layout with header): the
@@ -149,6 +149,26 @@ def test_without_a_data_dir_the_datasets_library_is_used(monkeypatch):
     assert calls == [("nyu-mll/glue", "sst2")]
     assert data.train_lines == ("good\t1\n", "bad\t0\n") and data.test_lines == ("fine\t1\n",)
     assert data.source == "hf-datasets:nyu-mll/glue/sst2"
+    assert data.source_sha256 == {"train": hashlib.sha256(b"good\t1\nbad\t0\n").hexdigest(),
+                                  "test": hashlib.sha256(b"fine\t1\n").hexdigest()}
+
+
+def test_datasets_mnli_has_both_test_sets_hashed_and_labels_mapped(monkeypatch):
+    import datasets
+
+    def split(premises, labels):
+        return {"premise": premises, "hypothesis": ["H."] * len(premises), "label": labels}
+
+    rows = {"train": split(["A.", "B.", "C."], [0, 1, 2]), "validation_matched": split(["D."], [2]),
+            "validation_mismatched": split(["E."], [1])}
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: rows)
+    data = load_task_data("mnli")
+    assert [label_of(line, data.task) for line in data.train_lines] == ["entailment", "neutral", "contradiction"]
+    assert [label_of(line, data.task) for line in data.test_lines] == ["contradiction"]
+    assert set(data.extra_test_lines) == {"test_mismatched"}
+    assert {name: digest == hashlib.sha256(b"").hexdigest() for name, digest in data.source_sha256.items()} == {
+        "train": False, "test": False, "test_mismatched": False}
 
 
 def test_datasets_failure_says_how_to_give_data(monkeypatch):

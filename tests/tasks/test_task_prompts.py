@@ -168,6 +168,32 @@ def test_pinned_prompts_of_real_examples(task, task_prompt):
     assert encoded.input_ids[encoded.mask_position] == tokenizer.mask_token_id
 
 
+# Real training examples (index into the task's training lines) whose premise is over 240 tokens
+# of the trained tokenizer: cut at first_sent_limit, and where the hypothesis then does not fit,
+# the tail cut at max_length=256 (the hypothesis' end and </s> lost, as in LM-BFF).
+LONG_PREMISES = [("rte", 478, False), ("rte", 394, True), ("mnli", 49, True)]
+
+
+@pytest.mark.parametrize("task, index, tail_cut", LONG_PREMISES)
+def test_real_examples_at_the_limits(task, index, tail_cut, task_prompt, shared_data):
+    from harness.tasks.data import _parse_line
+
+    template, _, max_length, first, other = RUN_FEWSHOT[task]
+    tokenizer, _ = task_prompt(task)
+    data = load_task_data(task, shared_data(task))
+    example = _parse_line(data.train_lines[index], data.task)
+    premise = tokenizer.encode(example.sentence[:-1], add_special_tokens=False)
+    assert len(premise) > first
+    encoded = PromptEncoder(tokenizer, from_lm_bff(template, ROBERTA_SPECIAL), max_length, first, other).encode(example)
+    texts = [example.sentence, example.sentence2]
+    assert (list(encoded.input_ids), encoded.mask_position) == reference_tokenize(texts, max_length, tokenizer, template,
+                                                                                  first, other)
+    assert list(encoded.input_ids[1:1 + first]) == premise[:first]
+    assert encoded.mask_position == 1 + first + 1
+    assert (len(encoded.input_ids) == max_length) is tail_cut
+    assert (encoded.input_ids[-1] != tokenizer.sep_token_id) is tail_cut
+
+
 def test_sentence_pair_edits(micro_tokenizer):
     tok = micro_tokenizer
     template = ("<s>", "{sent-_0}", "?", "<mask>", ",", "{+sentl_1}", "</s>")
