@@ -56,6 +56,21 @@ def shared_data():
     return path_of
 
 
+@pytest.fixture
+def cli(capsys):
+    """cli(*args): the CLI run in-process; returns (exit code, stdout, stderr)."""
+    from harness.cli import main
+
+    def run(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:   # argparse rejects bad option values this way
+            code = exit_.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
 @pytest.fixture(scope="session")
 def sst2_protocol() -> Path:
     """The committed SST-2 protocol file."""

@@ -8,20 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.protocol.loading import load_protocol
 from harness.tasks.data import load_task_data, make_k_shot_split
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:   # argparse rejects bad option values this way
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write_glue(folder: Path, train: str, dev: str = "good\t1\nbad\t0\n") -> Path:
@@ -157,8 +146,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, message", CASES, ids=[f"{argv[0]}-{i}" for i, (argv, _) in enumerate(CASES)])
-def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, places, tmp_path, capsys, no_model):
-    code, out, err = cli(capsys, *places(argv))
+def test_bad_input_gives_one_clear_error_and_writes_nothing(argv, message, places, tmp_path, cli, no_model):
+    code, out, err = cli(*places(argv))
     assert code == 2, err
     assert out == ""
     assert places([message])[0] in err

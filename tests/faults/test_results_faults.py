@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.results.paper import load_paper
 from harness.results.gate import gate, load_gate_config
 from harness.results.report import summarize
@@ -19,16 +18,6 @@ CONFIG = REPO / "benchmarks" / "gate.toml"
 BENCH = REPO / "benchmarks" / "sst2"
 PAPER = REPO / "benchmarks" / "paper.toml"
 MEMORY_METRICS = ["memory_excess_first_order_step", "memory_excess_inference", "memory_excess_mezo_step"]
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def save(root: Path, *records, version=3) -> list[Path]:
@@ -50,8 +39,8 @@ def baseline(make_record, tmp_path) -> Path:
     return tmp_path / "base"
 
 
-def run_gate(capsys, base, cand, out, *extra):
-    code, out_text, err = cli(capsys, "gate", "--baseline", base, "--candidate", cand, "--out", out, *extra)
+def run_gate(cli, base, cand, out, *extra):
+    code, out_text, err = cli("gate", "--baseline", base, "--candidate", cand, "--out", out, *extra)
     return code, out_text + err
 
 
@@ -62,9 +51,9 @@ def no_memory(record):
     return record
 
 
-def test_a_candidate_without_memory_is_a_regression_naming_the_metrics(make_record, baseline, tmp_path, capsys):
+def test_a_candidate_without_memory_is_a_regression_naming_the_metrics(make_record, baseline, tmp_path, cli):
     save(tmp_path / "cand", no_memory(make_record(seed=13)), no_memory(make_record(seed=42)))
-    code, text = run_gate(capsys, baseline, tmp_path / "cand", tmp_path / "out")
+    code, text = run_gate(cli, baseline, tmp_path / "cand", tmp_path / "out")
     assert code == 1
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     regressed = sorted({r["metric"] for r in report["rows"] if r["verdict"] == "regressed"})
@@ -76,7 +65,7 @@ def test_a_candidate_without_memory_is_a_regression_naming_the_metrics(make_reco
 
 @pytest.mark.parametrize("optional, passes", [('{ profile = "smoke" }', True), ("true", True),
                                               ('{ profile = "paper" }', False), ('{ hardware = "cuda" }', False)])
-def test_a_metric_marked_optional_may_be_missing(make_record, baseline, tmp_path, capsys, optional, passes):
+def test_a_metric_marked_optional_may_be_missing(make_record, baseline, tmp_path, cli, optional, passes):
     config = tmp_path / "gate.toml"
     text = CONFIG.read_text()
     for name in MEMORY_METRICS:
@@ -84,7 +73,7 @@ def test_a_metric_marked_optional_may_be_missing(make_record, baseline, tmp_path
     config.write_text(text)
     assert [m.optional is not None for m in load_gate_config(config) if m.name in MEMORY_METRICS] == [True] * 3
     save(tmp_path / "cand", no_memory(make_record(seed=13)), no_memory(make_record(seed=42)))
-    code, text = run_gate(capsys, baseline, tmp_path / "cand", tmp_path / "out", "--config", config)
+    code, text = run_gate(cli, baseline, tmp_path / "cand", tmp_path / "out", "--config", config)
     assert code == (0 if passes else 1)
     if passes:
         assert ("Missing in the candidate but optional for these runs in the gate config (not a regression): "
@@ -98,17 +87,17 @@ def test_a_metric_marked_optional_may_be_missing(make_record, baseline, tmp_path
     ('"yes"', r"optional: must be a table of conditions \(profile, hardware\) or true/false, got 'yes'"),
     ('{ gpu = "h100" }', r"optional: unknown key 'gpu'"),
 ])
-def test_a_bad_optional_names_the_metric(tmp_path, capsys, baseline, optional, message):
+def test_a_bad_optional_names_the_metric(tmp_path, cli, baseline, optional, message):
     config = tmp_path / "gate.toml"
     config.write_text(CONFIG.read_text().replace("[metrics.test_accuracy]\n",
                                                  f"[metrics.test_accuracy]\noptional = {optional}\n"))
-    code, text = run_gate(capsys, baseline, baseline, tmp_path / "out", "--config", config)
+    code, text = run_gate(cli, baseline, baseline, tmp_path / "out", "--config", config)
     assert code == 2 and "mezo-bench: error:" in text and "[metrics.test_accuracy] " in text
     assert re.search(message, text)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_candidate_without_metrics_is_a_regression_not_a_key_error(make_record, baseline, tmp_path, capsys):
+def test_a_candidate_without_metrics_is_a_regression_not_a_key_error(make_record, baseline, tmp_path, cli):
     bare = make_record(seed=13)
     del bare["metrics"]
     # in memory (no reader in between): every metric the baseline has is missing in the candidate
@@ -119,7 +108,7 @@ def test_a_candidate_without_metrics_is_a_regression_not_a_key_error(make_record
     # from disk: an incomplete record, a regression listed with why
     [path] = save(tmp_path / "cand", bare)
     save(tmp_path / "cand", make_record(seed=42))
-    code, text = run_gate(capsys, baseline, tmp_path / "cand", tmp_path / "out")
+    code, text = run_gate(cli, baseline, tmp_path / "cand", tmp_path / "out")
     assert code == 1 and "KeyError" not in text
     assert f"- candidate {path}: lacks required field(s) metrics " in text
     assert "## Unreadable or incomplete records (regression)" in text
@@ -133,14 +122,14 @@ def test_a_candidate_without_metrics_is_a_regression_not_a_key_error(make_record
                                  "hf-mlm-acc at all)")),
     ({"lr": 1e-4}, "the baseline has no run of hf-mlm k=16 at this grid point"),
 ])
-def test_a_candidate_matching_nothing_says_exactly_why(make_record, baseline, tmp_path, capsys, change, says):
+def test_a_candidate_matching_nothing_says_exactly_why(make_record, baseline, tmp_path, cli, change, says):
     def candidate(seed):
         record = make_record(seed=seed, **(change if isinstance(change, dict) else {}))
         if change == "data":
             record["data"]["source_sha256"]["train"] = "9" * 64
         return record
     save(tmp_path / "cand", candidate(13), candidate(42))
-    code, text = run_gate(capsys, baseline, tmp_path / "cand", tmp_path / "out")
+    code, text = run_gate(cli, baseline, tmp_path / "cand", tmp_path / "out")
     assert code == 1
     assert "0 run(s) compared" in text and "each run below says what differs" in text
     added = text.split("## Added")[1]
@@ -151,12 +140,12 @@ def test_a_candidate_matching_nothing_says_exactly_why(make_record, baseline, tm
                                      for line in removed)   # and each baseline run, from its side
 
 
-def test_the_gate_counts_unreadable_records_on_either_side(make_record, baseline, tmp_path, capsys):
+def test_the_gate_counts_unreadable_records_on_either_side(make_record, baseline, tmp_path, cli):
     save(tmp_path / "cand", make_record(seed=13), make_record(seed=42))
     folder = tmp_path / "cand" / "sst2" / "sst2-mezo-v3" / "smoke"
     (folder / "torn.json").write_text('{"schema_version": 3, "status": "compl')
     (baseline / "sst2" / "sst2-mezo-v3" / "smoke" / "list.json").write_text("[]")
-    code, text = run_gate(capsys, baseline, tmp_path / "cand", tmp_path / "out")
+    code, text = run_gate(cli, baseline, tmp_path / "cand", tmp_path / "out")
     assert code == 1
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert report["regressions"] == 2 and report["compared_runs"] == 2
@@ -165,9 +154,9 @@ def test_the_gate_counts_unreadable_records_on_either_side(make_record, baseline
     assert "torn.json: not a readable run record" in text
 
 
-def test_a_baseline_of_two_hashes_under_one_name_is_an_error(make_record, tmp_path, capsys):
+def test_a_baseline_of_two_hashes_under_one_name_is_an_error(make_record, tmp_path, cli):
     paths = save(tmp_path / "base", make_record(seed=13), make_record(seed=42, protocol_hash="9" * 64))
-    code, text = run_gate(capsys, tmp_path / "base", tmp_path / "base", tmp_path / "out")
+    code, text = run_gate(cli, tmp_path / "base", tmp_path / "base", tmp_path / "out")
     assert code == 2 and "mezo-bench: error: protocol sst2-mezo v3 profile smoke variant hf-mlm has two" in text
     assert str(paths[0]) in text and str(paths[1]) in text
     assert not (tmp_path / "out").exists()
@@ -175,9 +164,9 @@ def test_a_baseline_of_two_hashes_under_one_name_is_an_error(make_record, tmp_pa
 
 # -- report and claims group by hash and data ----------------------------------------------------
 
-def test_report_refuses_two_hashes_under_one_name_naming_both_records(make_record, tmp_path, capsys):
+def test_report_refuses_two_hashes_under_one_name_naming_both_records(make_record, tmp_path, cli):
     paths = save(tmp_path / "results", make_record(seed=13), make_record(seed=42, protocol_hash="9" * 64))
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
+    code, _, err = cli("report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "report")
     assert code == 2
     [line] = err.splitlines()
@@ -185,17 +174,17 @@ def test_report_refuses_two_hashes_under_one_name_naming_both_records(make_recor
                            "protocol hashes: ")
     assert f"{'h' * 64} ({paths[0]})" in line and f"{'9' * 64} ({paths[1]})" in line
     assert not (tmp_path / "report").exists()
-    code, _, err = cli(capsys, "claims", "--results", tmp_path / "results", "--claims", BENCH / "claims.toml",
+    code, _, err = cli("claims", "--results", tmp_path / "results", "--claims", BENCH / "claims.toml",
                        "--paper", PAPER)
     assert code == 2 and "has two protocol hashes" in err
 
 
-def test_runs_of_one_point_with_different_splits_are_refused(make_record, tmp_path, capsys):
+def test_runs_of_one_point_with_different_splits_are_refused(make_record, tmp_path, cli):
     other = make_record(variant="hf-mlm-acc", seed=13)
     same = make_record(seed=13)
     other["data"]["split_sha256"]["train"] = "9" * 64
     save(tmp_path / "results", same, dict(same, run_id="x", created_utc="2026-02-01T00:00:00+00:00", data=other["data"]))
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
+    code, _, err = cli("report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "report")
     assert code == 2 and "k=16 seed=13 on the same source data have different splits (data.split_sha256)" in err
 
@@ -211,9 +200,9 @@ def test_report_keeps_runs_of_different_data_apart(make_record):
     assert list(table["seeds"]) == [2, 2] and list(table["hash"]) == ["h" * 64] * 2
 
 
-def test_report_shows_a_short_hash_and_data_beside_the_name(make_record, tmp_path, capsys):
+def test_report_shows_a_short_hash_and_data_beside_the_name(make_record, tmp_path, cli):
     save(tmp_path / "results", make_record(seed=13, protocol_hash="0123456789" + "f" * 54))
-    code, _, _ = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
+    code, _, _ = cli("report", "--results", tmp_path / "results", "--paper", PAPER,
                      "--out", tmp_path / "report")
     assert code == 0
     summary = (tmp_path / "report" / "summary.md").read_text()
@@ -254,12 +243,12 @@ def results_with_bad_records(make_record, tmp_path) -> tuple[Path, Path, Path]:
 
 
 @pytest.mark.parametrize("command", ["report", "claims"])
-def test_report_and_claims_skip_bad_records_one_line_each(results_with_bad_records, tmp_path, capsys, command):
+def test_report_and_claims_skip_bad_records_one_line_each(results_with_bad_records, tmp_path, cli, command):
     root, incomplete, garbage = results_with_bad_records
     argv = [command, "--results", root, "--paper", PAPER, "--out", tmp_path / "out"]
     if command == "claims":
         argv += ["--claims", BENCH / "claims.toml"]
-    code, out, err = cli(capsys, *argv)
+    code, out, err = cli(*argv)
     assert code == 0 and "Traceback" not in err and "KeyError" not in err
     assert err.splitlines() == [
         f"mezo-bench: skipped {garbage}: not a readable run record (Expecting value: line 1 column 1 (char 0))",
@@ -270,15 +259,15 @@ def test_report_and_claims_skip_bad_records_one_line_each(results_with_bad_recor
     else:
         assert "| hf-mlm-acc " in (tmp_path / "out" / "summary.md").read_text()
         assert "| hf-mlm " not in (tmp_path / "out" / "summary.md").read_text()
-    code, _, err = cli(capsys, *argv, "--strict")
+    code, _, err = cli(*argv, "--strict")
     assert code == 1 and err.count("mezo-bench: skipped ") == 2
 
 
-def test_nothing_readable_is_an_error(tmp_path, capsys):
+def test_nothing_readable_is_an_error(tmp_path, cli):
     folder = tmp_path / "results" / "sst2" / "sst2-mezo-v3" / "smoke"
     folder.mkdir(parents=True)
     (folder / "a.json").write_text('{"schema_version": 7}')
-    code, _, err = cli(capsys, "report", "--results", tmp_path / "results", "--paper", PAPER,
+    code, _, err = cli("report", "--results", tmp_path / "results", "--paper", PAPER,
                        "--out", tmp_path / "out")
     assert code == 2
     assert err.splitlines() == [f"mezo-bench: skipped {folder / 'a.json'}: unknown schema_version 7 (this code reads 1..3)",
@@ -286,14 +275,14 @@ def test_nothing_readable_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_an_old_record_that_cannot_be_upgraded_is_skipped(make_record, tmp_path, capsys):
+def test_an_old_record_that_cannot_be_upgraded_is_skipped(make_record, tmp_path, cli):
     root = tmp_path / "results"
     save(root, make_record(seed=13))
     broken = json.loads((REPO / "tests" / "results" / "fixtures" / "record_v1.json").read_text())
     del broken["variant"]["backend"]
     path = root / "sst2" / "sst2-mezo-v3" / "smoke" / "old.json"
     path.write_text(json.dumps(broken))
-    code, _, err = cli(capsys, "report", "--results", root, "--paper", PAPER, "--out", tmp_path / "out")
+    code, _, err = cli("report", "--results", root, "--paper", PAPER, "--out", tmp_path / "out")
     assert code == 0
     assert f"mezo-bench: skipped {path}: cannot upgrade from schema_version 1: a field is missing" in err
 
@@ -302,7 +291,7 @@ def test_an_old_record_that_cannot_be_upgraded_is_skipped(make_record, tmp_path,
 
 @pytest.mark.parametrize("command", ["report", "claims", "gate"])
 @pytest.mark.parametrize("out", ["file", "/proc/nope/x"])
-def test_an_unwritable_out_is_an_error_and_nothing_is_written(make_record, baseline, tmp_path, capsys, command, out):
+def test_an_unwritable_out_is_an_error_and_nothing_is_written(make_record, baseline, tmp_path, cli, command, out):
     if out == "file":
         out = tmp_path / "taken"
         out.write_text("keep me")
@@ -311,7 +300,7 @@ def test_an_unwritable_out_is_an_error_and_nothing_is_written(make_record, basel
                        "--paper", PAPER],
             "gate": ["gate", "--baseline", baseline, "--candidate", baseline]}[command]
     before = files_under(tmp_path)
-    code, out_text, err = cli(capsys, *argv, "--out", out)
+    code, out_text, err = cli(*argv, "--out", out)
     assert code == 2 and out_text == ""
     [line] = err.splitlines()
     assert line.startswith(f"mezo-bench: error: --out {out} ")

@@ -16,16 +16,6 @@ SMOKE_SPLIT_SHA256 = {"train": "934595d497443cbea542f9b2762a0c69ca4c4059a627e350
                       "dev": "976005c210e313cb41f8b86dc7c1d75dc652feaab9f86c17aa80305d7f74dd92"}
 
 
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:   # argparse rejects bad option values this way
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def records_under(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.json")) if folder.exists() else []
 
@@ -106,7 +96,7 @@ def test_record_describes_its_run(sst2_protocol, smoke_record):
 
 
 @pytest.mark.slow
-def test_reconstruct_rebuilds_the_tested_checkpoint(smoke_record, sst2_dir, tmp_path, capsys):
+def test_reconstruct_rebuilds_the_tested_checkpoint(smoke_record, sst2_dir, tmp_path, cli):
     """The best-dev weights rebuilt from the trajectory alone load with from_pretrained and give
     the record's test accuracy exactly."""
     from transformers import AutoTokenizer, RobertaForMaskedLM
@@ -122,7 +112,7 @@ def test_reconstruct_rebuilds_the_tested_checkpoint(smoke_record, sst2_dir, tmp_
     assert record["trajectory"]["steps"] == 400
     assert (path.parent / record["trajectory"]["file"]).stat().st_size < 400 * 24 + 4096   # 24 bytes a step + header
     out = tmp_path / "rebuilt"
-    code, _, err = cli(capsys, "reconstruct", path, "--step", "best", "--out", out, "--data-dir", sst2_dir)
+    code, _, err = cli("reconstruct", path, "--step", "best", "--out", out, "--data-dir", sst2_dir)
     assert code == 0, err
     model, tokenizer = RobertaForMaskedLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     settings = load_protocol(record["protocol"]["path"]).run_settings("smoke", "hf-mlm")
@@ -133,14 +123,14 @@ def test_reconstruct_rebuilds_the_tested_checkpoint(smoke_record, sst2_dir, tmp_
     assert objective.accuracy(batches) == record["metrics"]["test_accuracy"]
     assert json.loads((out / "reconstruct.json").read_text())["step"] == record["metrics"]["best_step"]
 
-    code, _, err = cli(capsys, "reconstruct", path, "--out", out, "--data-dir", sst2_dir)
+    code, _, err = cli("reconstruct", path, "--out", out, "--data-dir", sst2_dir)
     assert code == 2 and "exists and is not an empty folder" in err
-    code, _, err = cli(capsys, "reconstruct", path, "--step", "401", "--out", tmp_path / "x", "--data-dir", sst2_dir)
+    code, _, err = cli("reconstruct", path, "--step", "401", "--out", tmp_path / "x", "--data-dir", sst2_dir)
     assert code == 2 and "--step must be best, final or a step in 0..400" in err
 
 
-def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
-    code, out, _ = cli(capsys, "splits", "--task", "sst2", "--k", 16, "--seed", 13, "--data-dir", sst2_dir,
+def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, cli):
+    code, out, _ = cli("splits", "--task", "sst2", "--k", 16, "--seed", 13, "--data-dir", sst2_dir,
                        "--out", tmp_path / "16-13")
     assert code == 0
     for split, digest in SMOKE_SPLIT_SHA256.items():
@@ -148,10 +138,10 @@ def test_splits_command_writes_the_pinned_files(sst2_dir, tmp_path, capsys):
         assert digest in out
 
 
-def test_protocol_command_checks_the_lock(sst2_protocol, capsys):
-    code, out, _ = cli(capsys, "protocol", "--protocol", sst2_protocol, "--check")
+def test_protocol_command_checks_the_lock(sst2_protocol, cli):
+    code, out, _ = cli("protocol", "--protocol", sst2_protocol, "--check")
     assert code == 0 and "matches its lock" in out
-    code, out, _ = cli(capsys, "protocol", "--protocol", sst2_protocol, "--profile", "smoke")
+    code, out, _ = cli("protocol", "--protocol", sst2_protocol, "--profile", "smoke")
     assert code == 0 and load_protocol(sst2_protocol).settings_hash("smoke", "hf-ft") in out
 
 
@@ -167,8 +157,8 @@ def exploding_protocol(sst2_protocol, tmp_path):
     return path
 
 
-def test_a_run_whose_loss_stops_being_finite_is_recorded_as_diverged(exploding_protocol, sst2_dir, tmp_path, capsys):
-    code, out, _ = cli(capsys, "run", "--protocol", exploding_protocol, "--profile", "smoke", "--seed", 13,
+def test_a_run_whose_loss_stops_being_finite_is_recorded_as_diverged(exploding_protocol, sst2_dir, tmp_path, cli):
+    code, out, _ = cli("run", "--protocol", exploding_protocol, "--profile", "smoke", "--seed", 13,
                        "--data-dir", sst2_dir, "--out", tmp_path / "r", "--no-progress", "--no-memory")
     assert code == 0 and "(diverged at step" in out
     [path] = records_under(tmp_path / "r")
