@@ -56,6 +56,23 @@ def shared_data():
     return path_of
 
 
+# Throughput fields that are clocks (differ between two runs of one point)
+TIMING_METRICS = {"steps_per_second", "forward_passes_per_second", "tokens_per_second", "forward_seconds",
+                  "update_seconds", "eval_seconds", "train_seconds"}
+
+
+@pytest.fixture(scope="session")
+def without_timing():
+    """without_timing(record, *also): the record without what differs between two runs of one point
+    (run id, creation time, timing, trajectory file, clock throughput) nor the top-level keys `also`."""
+    def strip(record: dict, *also: str) -> dict:
+        dropped = {"run_id", "created_utc", "timing", "trajectory", *also}
+        kept = {k: v for k, v in record.items() if k not in dropped}
+        kept["throughput"] = {k: v for k, v in record["throughput"].items() if k not in TIMING_METRICS}
+        return kept
+    return strip
+
+
 @pytest.fixture
 def cli(capsys):
     """cli(*args): the CLI run in-process; returns (exit code, stdout, stderr)."""
@@ -78,15 +95,16 @@ def sst2_protocol() -> Path:
 
 
 @pytest.fixture(scope="session")
-def short_protocol(sst2_protocol, tmp_path_factory):
-    """short_protocol(steps, eval_every): a copy of the committed protocol whose smoke runs are cut
-    to `steps`, named sst2-mezo-short and locked as its own file (so runs of it never mix with the
-    committed one's)."""
+def short_protocol(tmp_path_factory):
+    """short_protocol(steps, eval_every, task="sst2"): a copy of the task's committed protocol whose
+    smoke runs are cut to `steps`, named <task>-mezo-short and locked as its own file (so runs of it
+    never mix with the committed one's)."""
     from harness.protocol.loading import load_protocol
 
-    def make(steps: int, eval_every: int) -> Path:
+    def make(steps: int, eval_every: int, task: str = "sst2") -> Path:
         path = tmp_path_factory.mktemp("protocol") / "protocol.toml"
-        text = sst2_protocol.read_text().replace('name = "sst2-mezo"', 'name = "sst2-mezo-short"')
+        shipped = REPO_ROOT / "benchmarks" / task / "protocol.toml"
+        text = shipped.read_text().replace(f'name = "{task}-mezo"', f'name = "{task}-mezo-short"')
         for old in ("steps = 400\neval_every = 100\n", "steps = 200\neval_every = 50\n"):
             text = text.replace(old, f"steps = {steps}\neval_every = {eval_every}\n")
         path.write_text(text)

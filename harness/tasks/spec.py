@@ -62,8 +62,16 @@ _SNLI_TRAIN = ("index\tcaptionID\tpairID\tsentence1_binary_parse\tsentence2_bina
 _FIVE_LABELS = "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label"
 _NLI_LABELS = ("contradiction", "entailment", "neutral")         # LM-BFF's MNLI/SNLI processors
 _HF_NLI_LABELS = ("entailment", "neutral", "contradiction")      # GLUE/SNLI hub ids 0, 1, 2
-_CSV_FILES = (("train", "train.csv"), ("test", "test.csv"))
-_CSV_SPLITS = (("train", "train.csv"), ("dev", "dev.csv"), ("test", "test.csv"))
+# LM-BFF's data/original CSV layout (sst-5, TREC): no header, `label,sentence`
+_CSV_LAYOUT = dict(
+    header="",
+    file_format="csv",
+    text_fields=(1,),
+    label_field=0,
+    original_files=(("train", "train.csv"), ("test", "test.csv")),
+    split_files=(("train", "train.csv"), ("dev", "dev.csv"), ("test", "test.csv")),
+    hf_text_columns=("text",),
+)
 
 # Test sets over 1,000 examples are sampled to 1,000 with seed 42 (MeZO's k-shot-1k-test mode):
 # SST-2's GLUE dev set (872) and RTE's (277) and TREC's test (500) are used whole.
@@ -81,28 +89,16 @@ TASKS: dict[str, TaskSpec] = {
         glue_dir_name="sst-5",
         hf_dataset=("SetFit/sst5", None),
         hf_test_split="test",
-        header="",
         labels=("0", "1", "2", "3", "4"),
-        file_format="csv",
-        text_fields=(1,),
-        label_field=0,
-        original_files=_CSV_FILES,
-        split_files=_CSV_SPLITS,
-        hf_text_columns=("text",),
+        **_CSV_LAYOUT,
     ),
     "trec": TaskSpec(
         name="trec",
         glue_dir_name="trec",
         hf_dataset=("CogComp/trec", None),
         hf_test_split="test",
-        header="",
         labels=("0", "1", "2", "3", "4", "5"),   # Description, Entity, Expression, Human, Location, Number
-        file_format="csv",
-        text_fields=(1,),
-        label_field=0,
-        original_files=_CSV_FILES,
-        split_files=_CSV_SPLITS,
-        hf_text_columns=("text",),
+        **_CSV_LAYOUT,
         hf_label_column="coarse_label",
         hf_label_names=("2", "1", "0", "3", "4", "5"),   # hub ABBR, ENTY, DESC, HUM, LOC, NUM
     ),

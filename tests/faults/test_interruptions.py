@@ -17,8 +17,6 @@ from harness.cli import main
 from harness.protocol.loading import load_protocol
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = {"steps_per_second", "forward_passes_per_second", "tokens_per_second", "forward_seconds",
-          "update_seconds", "eval_seconds", "train_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +42,10 @@ def the_record(out):
     return path, json.loads(path.read_text())
 
 
-def without_timing(record):
-    record = dict(record)
-    for name in ("run_id", "created_utc", "timing", "trajectory"):
-        record.pop(name, None)
-    record["throughput"] = {k: v for k, v in record["throughput"].items() if k not in TIMING}
-    return record
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["hf-mlm", "hf-ft"])
-def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_steps, sst2_dir, tmp_path, signal_at_step):
+def test_killed_and_resumed_runs_write_the_uninterrupted_record(variant, thirty_steps, sst2_dir, tmp_path, signal_at_step,
+                                                                 without_timing):
     plain, resumed = tmp_path / "plain", tmp_path / "resumed"
     assert main(run_argv(thirty_steps, sst2_dir, plain, variant=variant)) == 0
     for step in (7, 13, 22):   # after checkpoints 4, 12 (snapshot 8) and 20 (snapshot 16)

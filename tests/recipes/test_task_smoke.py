@@ -22,23 +22,11 @@ PINNED = {
 }
 
 
-def short_copy(task: str, folder: Path) -> Path:
-    """The task's protocol with its smoke runs cut to 20 steps, renamed (a changed copy of a shipped
-    protocol is a new identity) and locked."""
-    text = (REPO / "benchmarks" / task / "protocol.toml").read_text()
-    text = text.replace(f'name = "{task}-mezo"', f'name = "{task}-mezo-short"')
-    text = text.replace("steps = 400\neval_every = 100\n", "steps = 20\neval_every = 10\n")
-    path = folder / "protocol.toml"
-    path.write_text(text)
-    load_protocol(path).write_lock()
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(PINNED))
-def test_task_smoke_run(task, tmp_path, shared_data):
+def test_task_smoke_run(task, tmp_path, shared_data, short_protocol):
     data = shared_data(task)
-    protocol = short_copy(task, tmp_path)
+    protocol = short_protocol(20, 10, task)
     out = tmp_path / "results"
     assert main(["run", "--protocol", str(protocol), "--profile", "smoke", "--variant", "hf-mlm", "--seed", "13",
                  "--data-dir", str(data), "--out", str(out), "--device", "cpu", "--no-progress", "--no-memory"]) == 0
