@@ -82,7 +82,7 @@ def tests(session: nox.Session) -> None:
     reference's LoRA model under both versions (its 0.1.1 cases skip where the variable is unset).
     Ray is installed too (the `ray` extra), and required: the Ray executor's test fails, not skips.
     """
-    _install(session, "dev,peft,ray")
+    _install(session, "dev,peft,sklearn,ray")
     env = {**_data_env(), "MEZO_BENCH_REQUIRE_RAY": "1"}
     loralib_0_1_1 = _loralib_0_1_1(session)
     if loralib_0_1_1 is not None:
@@ -94,14 +94,14 @@ def tests(session: nox.Session) -> None:
 def tests_sglang(session: nox.Session) -> None:
     """The SGLang backend's tests (parity with Hugging Face, RadixAttention measurements),
     with SGLang installed; CPU-only machines get the CPU recipe of `_install_with_sglang`."""
-    _install_with_sglang(session, "dev,peft")
+    _install_with_sglang(session, "dev,peft,sklearn")
     env = {**_data_env(), "MEZO_BENCH_REQUIRE_SGLANG": "1"}   # a broken install fails instead of skipping
     session.run("pytest", "tests/backends/test_sglang_backend.py", "tests/backends/test_sglang_layout.py", *session.posargs, env=env)
 
 
 def _bench(session: nox.Session, task: str, options: list[str]) -> None:
     """`mezo-bench bench --task TASK` into results/, installing what the options need."""
-    extras = "dev,peft,ray" if "ray" in options else "dev,peft"   # `-- --executor ray` installs Ray
+    extras = "dev,peft,sklearn,ray" if "ray" in options else "dev,peft,sklearn"   # `-- --executor ray` installs Ray
     if "--with-sglang" in options:
         _install_with_sglang(session, extras)
     else:
@@ -146,7 +146,7 @@ def gate(session: nox.Session) -> None:
     baseline: the gate uses the latest record of each run, so nothing is rewritten). After an
     intended change of results (a new protocol version, say), record it on a clean tree and commit it.
     """
-    _install(session, "dev,peft")
+    _install(session, "dev,peft,sklearn")
     bench = ["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", "smoke",
              "--device", "cpu", "--no-progress"]
     if "--record-baseline" in session.posargs:

@@ -6,7 +6,8 @@ with random weights seeded by the protocol's `init_seed` (the same stand-in chec
 every run seed). Anything else is a hub id or a local path (`RobertaForMaskedLM.from_pretrained`).
 New weights -- a classification head, LoRA's A -- are drawn from the run seed, as the reference
 seeds everything with the run seed before it builds the model. The classification head sits on
-the masked LM's encoder weights. LoRA adapters are injected with peft and never merged.
+the masked LM's encoder weights. LoRA adapters are injected with peft and never merged; prefixes
+as the reference's prefix tuning (harness.backends.prefix).
 
 `lm_decoder = "untied"` gives the LM head its own decoder weight, as the reference's model has,
 so MeZO perturbs and updates it with its own z; `"tied"` is Hugging Face's default (one
@@ -156,8 +157,8 @@ def apply_lora(model, *, r: int, alpha: int, targets: tuple[str, ...], seed: int
 
 def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device,
                             seed: int) -> LoadedModel:
-    """The variant's model. New weights (a classification head, LoRA's A) are drawn from the run
-    `seed`, as the reference seeds everything with the run seed before building the model; a
+    """The variant's model. New weights (a classification head, LoRA's A, the random tokens
+    that initialise a prefix) are drawn from the run `seed`, as the reference seeds everything with the run seed before building the model; a
     random-init base model is drawn from `init_seed`, the same stand-in checkpoint for every seed."""
     lm_decoder = settings.lm_decoder if variant.head == "mlm" else "tied"   # a cls head has no decoder
     loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device,
@@ -174,6 +175,12 @@ def build_model_for_variant(variant, settings, tokenizer, num_labels: int, devic
                            seed=seed)
         info["lora"] = {"r": settings.lora_r, "alpha": settings.lora_alpha, "targets": list(settings.lora_targets),
                         "init_seed": seed}
+    if variant.parameters == "prefix":
+        from harness.backends.prefix import apply_prefix
+
+        info["prefix"] = apply_prefix(model, num_prefix=settings.num_prefix, seed=seed)
+    if variant.parameters == "none":
+        model.requires_grad_(False)
     if variant.parameters in ("lm-head", "lora+lm-head"):
         # The reference's LoRA freezing rule (MeZO medium_models/run.py) freezes only `roberta.*`
         # parameters without "lora" in their name, so the whole LM head stays trainable.
@@ -193,14 +200,21 @@ class MaskedLMLabelWordHead:
         self.model = model
         self.label_token_ids = torch.tensor(label_token_ids, device=model.device)
 
-    def __call__(self, batch: Batch) -> torch.Tensor:
+    def features(self, batch: Batch) -> torch.Tensor:
+        """The LM head decoder's input at <mask>: dense -> GELU -> LayerNorm of the hidden state."""
         hidden = self.model.roberta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch.mask_positions]
         head = self.model.lm_head
-        features = head.layer_norm(F.gelu(head.dense(at_mask)))
-        weight = head.decoder.weight[self.label_token_ids]
-        bias = head.decoder.bias[self.label_token_ids]
-        return (features @ weight.T + bias).float()
+        return head.layer_norm(F.gelu(head.dense(at_mask)))
+
+    def label_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder weight, decoder bias): the parameters whose label-word rows give the logits."""
+        decoder = self.model.lm_head.decoder
+        return decoder.weight, decoder.bias
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        weight, bias = self.label_rows()
+        return (self.features(batch) @ weight[self.label_token_ids].T + bias[self.label_token_ids]).float()
 
 
 class SequenceClassifierHead:

@@ -31,7 +31,7 @@ BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in [
         BackendEntry("hf", "harness.backends.hf:HFBackend", "Hugging Face",
-                     heads=("mlm", "cls"), parameter_sets=("full", "lora", "lora+lm-head", "lm-head"),
+                     heads=("mlm", "cls"), parameter_sets=("full", "lora", "lora+lm-head", "lm-head", "prefix", "none"),
                      lm_decoders=("tied", "untied")),
         BackendEntry("sglang", "harness.backends.sglang.backend:SGLangBackend", "SGLang",
                      heads=("mlm",), parameter_sets=("full",), lm_decoders=("tied",),

@@ -1,5 +1,6 @@
 """Peak memory of one inference forward, one MeZO step and one first-order step (backprop +
-AdamW with its state), measured on the same model and batch within one run.
+AdamW with its state), measured on the same model and batch within one run; MeZO-Adam runs also
+measure its step (`mezo_adam_step`: MeZO's forwards, then a gradient buffer and AdamW's moments).
 
 CUDA: in-process, torch.cuda's peak allocated and reserved bytes, the peak reset before each
 phase; the trained parameters are restored afterwards, so measuring never changes a run.
@@ -44,10 +45,12 @@ import torch
 from harness.tasks.batching import Batch
 from harness.tasks.objective import Objective
 from harness.zo.mezo import MeZO
+from harness.zo.mezo_adam import MeZOAdam
 
 PHASES = ("inference", "mezo_step", "first_order_step")
-# Also measurable on request (the performance benchmarks): the reference code's step.
-EXTRA_PHASES = ("reference_mezo_step",)
+# Also measurable on request: the reference code's step (the performance benchmarks), and
+# MeZO-Adam's step (MeZO-Adam runs: gradient buffer and AdamW's two moments).
+EXTRA_PHASES = ("reference_mezo_step", "mezo_adam_step")
 CPU_METHOD = "child process per phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
 CUDA_METHOD = "torch.cuda max_memory_allocated / max_memory_reserved, peak reset before each phase"
 CPU_IN_PROCESS_METHOD = "in process, phase after phase: peak RSS (VmHWM after /proc/self/clear_refs reset) minus RSS before the phase"
@@ -94,6 +97,10 @@ def run_phase(phase: str, objective: Objective, trainable: list[tuple[str, torch
 
         return reference_style_step(trainable, lambda: float(objective.loss(batch)), seed=0, lr=lr, eps=eps,
                                     weight_decay=weight_decay)
+    if phase == "mezo_adam_step":
+        with MeZOAdam(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine:
+            engine.step(lambda: float(objective.loss(batch)), seed=0)
+            return engine.optimizer   # its moments stay alive until the peak is read
     if phase == "first_order_step":
         params = [param for _, param in trainable]
         for param in params:
@@ -124,6 +131,8 @@ def _with_ratios(phases: dict, method: str) -> dict:
             "excess_first_order_over_mezo": ratio(excess["first_order_step"], excess["mezo_step"]),
             **({"reference_mezo_over_inference": ratio(peak["reference_mezo_step"], peak["inference"])}
                if "reference_mezo_step" in phases else {}),
+            **({"mezo_adam_over_inference": ratio(peak["mezo_adam_step"], peak["inference"])}
+               if "mezo_adam_step" in phases else {}),
         },
     }
 

@@ -27,7 +27,7 @@ from harness.backends.model_specs import (
 from harness.backends.registry import backend_entry
 from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
-from harness.protocol.variants import Variant
+from harness.protocol.variants import ZEROTH_ORDER, Variant
 from harness.tasks.template import MASK_SLOT, sentence_indices
 
 DEVICE_KINDS = ("cpu", "cuda")
@@ -50,7 +50,7 @@ LM_DECODERS = ("tied", "untied")
 GRID_KEYS = ("k", "seeds", "lr", "batch_size", "eps", "weight_decay")
 # Settings added after a protocol was locked: left out of `to_dict` (and so of the settings
 # hash) while unset, where they mean what the code did before they existed.
-HASHED_ONLY_WHEN_SET = ("first_sent_limit", "other_sent_limit")
+HASHED_ONLY_WHEN_SET = ("first_sent_limit", "other_sent_limit", "num_prefix")
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ class RunSettings:
     length_buckets: int = 1      # > 1: MeZO's forwards run the batch in length buckets
     first_sent_limit: int | None = None   # tokens kept of sentence 0 (LM-BFF's --first_sent_limit)
     other_sent_limit: int | None = None   # tokens kept of each other sentence (--other_sent_limit)
+    num_prefix: int | None = None   # prefix variants: prefix tokens (keys and values) per layer (--num_prefix)
 
     def __post_init__(self) -> None:
         for name in ("model", "tokenizer"):
@@ -185,7 +186,7 @@ class RunSettings:
             invalid("label_words", "must be a list of at least two non-empty strings", self.label_words)
         if len(set(self.label_words)) != len(self.label_words):
             invalid("label_words", "must be distinct", list(self.label_words))
-        for name in ("lora_r", "lora_alpha"):
+        for name in ("lora_r", "lora_alpha", "num_prefix"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
                 invalid(name, "must be an integer >= 1", value)
@@ -203,13 +204,27 @@ class RunSettings:
         if variant.head == "cls" and masks != 0:
             invalid("template", f"must not contain {MASK_SLOT!r} for a classification-head variant", list(self.template))
         if variant.optimizer != "mezo" and self.length_buckets != 1:
-            invalid("length_buckets", "applies to MeZO variants only (leave it 1 for first-order ones)",
+            invalid("length_buckets", "applies to MeZO (SGD) variants only (leave it 1 for the others)",
                   self.length_buckets)
-        if variant.optimizer == "mezo" and self.max_grad_norm is not None:
-            invalid("max_grad_norm", "applies to first-order variants only (MeZO has no gradient to clip)",
+        if variant.optimizer != "adamw" and self.max_grad_norm is not None:
+            invalid("max_grad_norm", "applies to first-order variants only (the others clip no gradient)",
                   self.max_grad_norm)
-        if variant.optimizer != "mezo" and len(self.eps) != 1:
-            invalid("eps", "is a grid for MeZO variants only (first-order variants do not use it)", list(self.eps))
+        if variant.optimizer not in ZEROTH_ORDER and len(self.eps) != 1:
+            invalid("eps", "is a grid for zeroth-order variants only (the others do not use it)", list(self.eps))
+        if variant.optimizer == "none":
+            for name in ("lr", "weight_decay"):
+                if len(getattr(self, name)) != 1:
+                    invalid(name, f"must be one value for {variant.name!r}: it trains nothing, so a grid would only "
+                            "repeat the same run", list(getattr(self, name)))
+            for k, sizes in self.batch_size.items():
+                if len(sizes) != 1:
+                    invalid(f"batch_size (k={k})", f"must be one value for {variant.name!r} (it trains nothing)",
+                            list(sizes))
+        if (variant.parameters == "prefix") != (self.num_prefix is not None):
+            invalid("num_prefix", "must be set for a prefix variant and only for one", self.num_prefix)
+        if variant.linear_probe and self.lm_decoder != "untied":
+            invalid("lm_decoder", f"must be \"untied\" for {variant.name!r}: linear probing writes the label "
+                    "words' decoder rows, which a tied decoder shares with the input embeddings", self.lm_decoder)
         backend = backend_entry(variant.backend)
         if self.lm_decoder not in backend.lm_decoders:
             invalid("lm_decoder", f"must be {' or '.join(map(json.dumps, backend.lm_decoders))} for the "

@@ -36,8 +36,9 @@ from harness.core.files import check_keys, read_toml
 
 Head = Literal["mlm", "cls"]
 Loss = Literal["ce", "neg-accuracy"]
-ParameterSet = Literal["full", "lora", "lora+lm-head", "lm-head"]
-Optimizer = Literal["mezo", "adamw"]
+ParameterSet = Literal["full", "lora", "lora+lm-head", "lm-head", "prefix", "none"]
+Optimizer = Literal["mezo", "mezo-adam", "adamw", "none"]
+ZEROTH_ORDER: tuple[Optimizer, ...] = ("mezo", "mezo-adam")   # optimizers that estimate the gradient from two forwards
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +49,16 @@ class Variant:
     loss: Loss           # "ce": cross-entropy; "neg-accuracy": -(batch accuracy), non-differentiable
     parameters: ParameterSet   # "full": every parameter; "lora": LoRA adapters only (peft);
                          # "lora+lm-head": LoRA adapters and the LM head (the reference's MeZO (LoRA) with
-                         # loralib 0.1.1); "lm-head": the LM head only (the same with loralib >= 0.1.2)
-    optimizer: Optimizer  # "mezo": zeroth-order SPSA; "adamw": first-order backprop
+                         # loralib 0.1.1); "lm-head": the LM head only (the same with loralib >= 0.1.2);
+                         # "prefix": prefix keys and values of every layer (harness.backends.prefix);
+                         # "none": nothing is trained (zero-shot, LP)
+    optimizer: Optimizer  # "mezo": zeroth-order SPSA; "mezo-adam": Adam on MeZO's gradient estimate;
+                         # "adamw": first-order backprop; "none": no training steps
     description: str     # one line, shown by `mezo-bench protocol`
     label: str           # the method's name in tables and figures (the paper's, where it has one)
     requires: tuple[str, ...] = ()   # optional packages it imports beyond its backend's
+    linear_probe: bool = False   # fit the label words' decoder rows by linear probing before training
+                                 # (harness.recipes.linear_probe: LP, and LP-then-MeZO)
 
     def __post_init__(self) -> None:
         where = f"variant {self.name!r}"
@@ -66,6 +72,11 @@ class Variant:
             raise ValueError(f"{where}: the {backend.label} backend serves heads {backend.heads} with parameter "
                              f"sets {backend.parameter_sets} ({backend.limits or 'its model class'}), "
                              f"not {self.head!r} with {self.parameters!r}")
+        if (self.parameters == "none") != (self.optimizer == "none"):
+            raise ValueError(f"{where}: parameters \"none\" and optimizer \"none\" go together (nothing trained), "
+                             f"got parameters {self.parameters!r} with optimizer {self.optimizer!r}")
+        if self.linear_probe and self.head != "mlm":
+            raise ValueError(f"{where}: linear_probe fits the label words' decoder rows, so it needs head \"mlm\"")
         if not self.description or not self.label:
             raise ValueError(f"{where}: description and label must be non-empty")
 

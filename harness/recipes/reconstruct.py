@@ -49,6 +49,10 @@ def reconstruct(record_path: Path, step: str, out_dir: Path, data_dir: str | Non
     if protocol.settings_hash(profile, variant.name) != record["protocol"]["hash"]:
         raise HarnessError(f"{record_path}: made with protocol hash {record['protocol']['hash']}, but "
                            f"{protocol.path} now gives {protocol.settings_hash(profile, variant.name)}")
+    if variant.linear_probe or variant.parameters == "prefix":
+        raise HarnessError(f"{record_path}: a {variant.name} run cannot be rebuilt as a plain RobertaForMaskedLM "
+                           + ("(it starts from a linear probe fitted on its data, which the trajectory does not hold)"
+                              if variant.linear_probe else "(its prefix keys and values are not part of that class)"))
     settings = protocol.run_settings(profile, variant.name)
     data = load_task_data(protocol.task, data_dir)
     tokenizer = load_tokenizer(settings.tokenizer, data.train_sentences(), settings.label_words)
@@ -75,8 +79,8 @@ def reconstruct(record_path: Path, step: str, out_dir: Path, data_dir: str | Non
 
 def _load_trajectory(record_path: Path, record: dict) -> Trajectory:
     if "trajectory" not in record:
-        raise HarnessError(f"{record_path}: no trajectory (a first-order run, or a record made before "
-                           f"trajectories were kept)")
+        raise HarnessError(f"{record_path}: no trajectory (a first-order, MeZO-Adam or untrained run, or a record "
+                           f"made before trajectories were kept)")
     path = Path(record_path).with_name(record["trajectory"]["file"])
     if not path.is_file():
         raise HarnessError(f"trajectory not found: {path}")

@@ -38,9 +38,10 @@ from harness.measure.memory import measure_memory
 from harness.measure.sparsity import summarize_projected_grads
 from harness.protocol.loading import Protocol
 from harness.protocol.settings import GRID_KEYS, GridPoint, RunSettings
-from harness.protocol.variants import Variant, get_variant, require_installed
+from harness.protocol.variants import ZEROTH_ORDER, Variant, get_variant, require_installed
 from harness.recipes.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from harness.recipes.checkpoint import RunCheckpoint
+from harness.recipes.linear_probe import fit_linear_probe
 from harness.recipes.provenance import (
     code_fingerprint,
     device_info,
@@ -50,8 +51,10 @@ from harness.recipes.provenance import (
 from harness.recipes.train import (
     TrainingInterrupted,
     TrainResult,
+    evaluate_untrained,
     train_first_order,
     train_mezo,
+    train_mezo_adam,
 )
 from harness.results import schema
 from harness.results.run_state import RUNS, point_key
@@ -176,10 +179,11 @@ class _ModelSetup:
 
 @dataclass(frozen=True)
 class _Trained:
-    zero_shot: dict[str, float]                # "dev", "test" -> accuracy before training
-    train_loss_start: float
+    zero_shot: dict[str, float]                # "dev", "test" -> accuracy before training (and before LP)
+    train_loss_start: float                    # after the linear probe, if the variant fits one
     result: TrainResult
     train_loss_end: float
+    linear_probe: schema.LinearProbe | None    # the probe fitted before training (LP variants)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -241,6 +245,8 @@ def _execute(run: _Resolved, request: RunRequest, started_at, wall_started: floa
         write_record(_failed_record(header, error, wall_started), path)
         raise
     record = _finished_record(header, run, trained, memory, radix, test_accuracy, wall_started)
+    if trained.linear_probe is not None:
+        record["linear_probe"] = trained.linear_probe
     if trained.result.trajectory is not None:
         record["trajectory"] = _save_trajectory(trained.result.trajectory, path)
     written = write_record(record, path)
@@ -381,9 +387,12 @@ def _setup_model(run: _Resolved, data: _Data) -> _ModelSetup:
                for name in data.encoded}
     sampler = EpochSampler(data.encoded["train"], point.batch_size, point.seed, pad_id, device)
     trainable = backend.trainable_parameters(model)
-    liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps,
-                              seed=point.seed)
-    perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
+    if variant.optimizer == "none":   # nothing to train, so nothing to check
+        liveness, perturbed = LivenessReport(live=[], dead=[]), []
+    else:
+        liveness = check_liveness(lambda: objective.logits(batches["train"][0]), trainable, eps=point.eps,
+                                  seed=point.seed)
+        perturbed = liveness.parameters_to_perturb(trainable, settings.perturb_dead_parameters, variant.name)
     return _ModelSetup(loaded, objective, batches, sampler, trainable, liveness, perturbed)
 
 
@@ -400,7 +409,8 @@ def _record_header(run: _Resolved, data: _Data, setup: _ModelSetup, started_at) 
                                  hash=protocol.settings_hash(run.profile, variant.name), path=str(protocol.path),
                                  grid=settings.grid_for(point.k)),
         variant=schema.Variant(name=variant.name, backend=variant.backend, head=variant.head, loss=variant.loss,
-                               parameters=variant.parameters, optimizer=variant.optimizer),
+                               parameters=variant.parameters, optimizer=variant.optimizer,
+                               **({"linear_probe": True} if variant.linear_probe else {})),
         task=protocol.task,
         k=point.k,
         seed=point.seed,
@@ -423,6 +433,9 @@ def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest, checkpoint: 
     the training-set loss again."""
     settings, point, variant, objective, batches = run.settings, run.point, run.variant, setup.objective, setup.batches
     zero_shot = {"dev": objective.accuracy(batches["dev"]), "test": objective.accuracy(batches["test"])}
+    # Before training, also when resuming: the checkpoint's weights (or the trajectory replayed from
+    # here) start from the probed head, and the fit is deterministic, so the record gets it again.
+    probe = fit_linear_probe(objective.head, batches["train"]) if variant.linear_probe else None
     train_loss_start = objective.mean_cross_entropy(batches["train"])
     common = dict(objective=objective, trainable=setup.perturbed, sampler=setup.sampler, dev_batches=batches["dev"],
                   steps=settings.steps, lr=point.lr, weight_decay=point.weight_decay,
@@ -431,11 +444,15 @@ def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest, checkpoint: 
     if variant.optimizer == "mezo":
         result = train_mezo(eps=point.eps, length_buckets=settings.length_buckets,
                             ragged_batches=run.backend.ragged_batches, checkpoint=checkpoint, **common)
-    else:
+    elif variant.optimizer == "mezo-adam":
+        result = train_mezo_adam(eps=point.eps, checkpoint=checkpoint, **common)
+    elif variant.optimizer == "adamw":
         result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm,
                                    checkpoint=checkpoint, **common)
+    else:
+        result = evaluate_untrained(objective=objective, dev_batches=batches["dev"], progress=request.progress)
     train_loss_end = objective.mean_cross_entropy(batches["train"])
-    return _Trained(zero_shot, train_loss_start, result, train_loss_end)
+    return _Trained(zero_shot, train_loss_start, result, train_loss_end, probe)
 
 
 def _measure(run: _Resolved, data: _Data, setup: _ModelSetup, request: RunRequest) -> tuple[dict, dict | None]:
@@ -445,7 +462,7 @@ def _measure(run: _Resolved, data: _Data, setup: _ModelSetup, request: RunReques
     memory = (measure_memory(setup.objective, setup.perturbed,
                              collate(data.encoded["train"][:point.batch_size], pad_id, device),
                              lr=point.lr, eps=point.eps, weight_decay=point.weight_decay, dropout=settings.dropout,
-                             phases=backend.memory_phases, in_process=backend.memory_in_process)
+                             phases=memory_phases(run.variant, backend), in_process=backend.memory_in_process)
               if request.measure_memory else schema.MeasurementError(error="not measured (--no-memory)"))
     radix = (measure_radix_for_run(setup.loaded.model, data.encoded["train"], point.batch_size, point.seed, pad_id,
                                    device, point.eps)
@@ -453,9 +470,20 @@ def _measure(run: _Resolved, data: _Data, setup: _ModelSetup, request: RunReques
     return memory, radix
 
 
+def memory_phases(variant: Variant, backend: Backend) -> tuple[str, ...]:
+    """The phases a run measures: the backend's (inference, MeZO step, first-order step), plus
+    MeZO-Adam's own step for MeZO-Adam; inference alone for a variant with nothing to train."""
+    if variant.optimizer == "none":
+        return ("inference",)
+    return backend.memory_phases + (("mezo_adam_step",) if variant.optimizer == "mezo-adam" else ())
+
+
 def _test_best_dev(setup: _ModelSetup, result: TrainResult) -> float | None:
-    """Test accuracy of the best-dev checkpoint; None for a run that diverged before its
-    first evaluation (it has none)."""
+    """Test accuracy of the best-dev checkpoint; of the model as it is for a variant that trains
+    nothing (its only evaluation, step 0); None for a run that diverged before its first
+    evaluation (it has none)."""
+    if result.steps_done == 0 and result.best_step == 0:
+        return setup.objective.accuracy(setup.batches["test"])
     if result.best_state is None:
         return None
     setup.loaded.model.load_state_dict(result.best_state)
@@ -473,7 +501,7 @@ def _finished_record(header: schema.RecordHeader, run: _Resolved, trained: _Trai
     result = trained.result
     diverged = result.diverged_at is not None
     finite_grads = result.projected_grads[:-1] if diverged else result.projected_grads   # the last one is NaN
-    mezo = run.variant.optimizer == "mezo"
+    mezo = run.variant.optimizer in ZEROTH_ORDER
     return schema.FinishedRecord(
         **{**header,
            # "diverged": a loss became non-finite at `diverged_at`; training stopped and the best-dev
@@ -484,7 +512,7 @@ def _finished_record(header: schema.RecordHeader, run: _Resolved, trained: _Trai
         metrics=_metrics(trained, test_accuracy),
         sparsity=(summarize_projected_grads(finite_grads, run.settings.sparsity_threshold)
                   if mezo and finite_grads else None),
-        throughput=result.throughput.summary(result.steps_done),
+        throughput=result.throughput.summary(result.steps_done) if result.steps_done else None,
         z_stream=result.z_stream,
         memory=memory,
         **({"radix": radix} if radix is not None else {}),

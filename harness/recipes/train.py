@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from harness.recipes.checkpoint import RunCheckpoint
 from harness.tasks.batching import Batch, EpochSampler, split_by_length
 from harness.tasks.objective import Objective
 from harness.zo.mezo import MeZO
+from harness.zo.mezo_adam import MeZOAdam
 from harness.zo.trajectory import Trajectory, replay
 
 MAX_CURVE_POINTS = 10_000
@@ -283,11 +285,7 @@ def _resume_first_order(saved: dict, checkpoint: RunCheckpoint, model, optimizer
                         result: TrainResult) -> int:
     """Weights, optimizer, scheduler, RNGs and result as they were after the saved step."""
     model.load_state_dict(checkpoint.tensors(saved["files"]["weights"]))
-    per_parameter: dict[int, dict] = {}
-    for name, tensor in checkpoint.tensors(saved["files"]["optimizer"]).items():
-        index, field_name = name.split(".", 1)
-        per_parameter.setdefault(int(index), {})[field_name] = tensor
-    optimizer.load_state_dict({"state": per_parameter, "param_groups": saved["optimizer_groups"]})
+    _load_optimizer(saved, checkpoint, optimizer)
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(torch.tensor(saved["rng"], dtype=torch.uint8))
     if saved["cuda_rng"] is not None:
@@ -295,3 +293,88 @@ def _resume_first_order(saved: dict, checkpoint: RunCheckpoint, model, optimizer
     _restore_result(saved, checkpoint, result)
     sampler.restore(saved["sampler"])
     return saved["step"] + 1
+
+
+def _load_optimizer(saved: dict, checkpoint: RunCheckpoint, optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's state as `_optimizer_tensors` saved it."""
+    per_parameter: dict[int, dict] = {}
+    for name, tensor in checkpoint.tensors(saved["files"]["optimizer"]).items():
+        index, field_name = name.split(".", 1)
+        per_parameter.setdefault(int(index), {})[field_name] = tensor
+    optimizer.load_state_dict({"state": per_parameter, "param_groups": saved["optimizer_groups"]})
+
+
+def train_mezo_adam(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]], sampler: EpochSampler,
+                    dev_batches: list[Batch], steps: int, lr: float, eps: float, weight_decay: float,
+                    lr_schedule: str, eval_every: int, seed: int, progress: bool = True,
+                    checkpoint: RunCheckpoint | None = None) -> TrainResult:
+    """MeZO-Adam (harness.zo.mezo_adam): MeZO's two forwards per step, AdamW's update. Step
+    seeds, eval mode and evaluation as train_mezo; a checkpoint holds the weights and AdamW's
+    moments (Adam's state cannot be replayed from the seeds)."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    step = None   # the step in progress, for an interrupt
+    with MeZOAdam(trainable, lr=lr, eps=eps, weight_decay=weight_decay) as engine, \
+            _interrupt_names_the_step(lambda: step):
+        step_seeds = np.random.default_rng(seed)
+        result = TrainResult(curve_stride=curve_stride(steps),
+                             z_stream={"stream": engine.engine.z_stream, "chunk_elements": engine.engine.chunk_elements})
+        clock = Clock(trainable[0][1].device)
+        model = objective.model
+        model.eval()
+        first = 1
+        if saved:
+            model.load_state_dict(checkpoint.tensors(saved["files"]["weights"]))
+            _load_optimizer(saved, checkpoint, engine.optimizer)
+            _restore_result(saved, checkpoint, result)
+            result.projected_grads = list(saved["projected_grads"])
+            step_seeds.bit_generator.state = saved["step_seeds"]
+            sampler.restore(saved["sampler"])
+            first = saved["step"] + 1
+        bar = _progress_bar(steps, "MeZO-Adam", progress, first)
+        for step in bar:
+            batch = sampler.next()
+            forward_seconds_before = result.throughput.forward_seconds
+
+            def loss_on_batch() -> float:
+                started = clock.now()
+                loss = float(objective.loss(batch))
+                result.throughput.count_forward([batch], clock.now() - started)
+                return loss
+
+            engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
+            step_started = clock.now()
+            out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
+            step_seconds = clock.now() - step_started
+            result.throughput.train_seconds += step_seconds
+            result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds
+                                                                - forward_seconds_before)
+
+            result.steps_done = step
+            result.projected_grads.append(out.projected_grad)
+            result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus,
+                             projected_grad=out.projected_grad)
+            if not math.isfinite(out.projected_grad):
+                result.diverged_at = step
+                break
+            result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
+            _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
+            if checkpoint is not None and checkpoint.due(step, steps):
+                moments, groups = _optimizer_tensors(engine.optimizer)
+                checkpoint.save({**_resumable(result), "step": step, "step_seeds": step_seeds.bit_generator.state,
+                                 "sampler": sampler.state(), "optimizer_groups": groups,
+                                 "projected_grads": result.projected_grads},
+                                files={"weights": model.state_dict(), "optimizer": moments, "best": result.best_state})
+    return result
+
+
+def evaluate_untrained(*, objective: Objective, dev_batches: list[Batch], progress: bool = True) -> TrainResult:
+    """Variants that train nothing (zero-shot, LP): one dev evaluation of the model as it is,
+    recorded as step 0; the caller tests that same model."""
+    result = TrainResult(curve_stride=1)
+    objective.model.eval()
+    started = time.perf_counter()
+    dev_accuracy = objective.accuracy(dev_batches)
+    result.throughput.eval_seconds = time.perf_counter() - started
+    result.dev_history.append({"step": 0, "dev_accuracy": dev_accuracy})
+    result.best_dev_accuracy, result.best_step = dev_accuracy, 0
+    return result

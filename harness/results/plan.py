@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.protocol.loading import Protocol
-from harness.protocol.variants import get_variant
+from harness.protocol.variants import ZEROTH_ORDER, get_variant
 from harness.results.perf import case_rows, latest_runs
 
 PERF_BATCH = 64        # prompts in the benchmark batch (benchmarks/perf/conftest.py)
@@ -44,9 +44,11 @@ def plan(protocol: Protocol, profile: str, variants: list[str], perf_root: Path,
     rows = []
     for name in variants or protocol.profile_variants[profile]:
         settings = protocol.run_settings(profile, get_variant(name).name)
-        mezo = get_variant(name).optimizer == "mezo"
+        optimizer = get_variant(name).optimizer
+        mezo = optimizer == "mezo"
         points = settings.grid()
-        evaluations = math.ceil(settings.steps / settings.eval_every)
+        steps = 0 if optimizer == "none" else settings.steps   # zero-shot and LP take no step
+        evaluations = 1 if optimizer == "none" else math.ceil(settings.steps / settings.eval_every)
         labels = len(settings.label_words)   # one word per label
         dev_batches = {k: math.ceil(k * labels / settings.eval_batch_size) for k in settings.k}
         match = next((row for row in measured if architecture(row["model"]) == architecture(settings.model)
@@ -55,18 +57,20 @@ def plan(protocol: Protocol, profile: str, variants: list[str], perf_root: Path,
         hours, basis = None, (f"no stored performance run of {architecture(settings.model)} {settings.dtype} on "
                               f"{device} under {perf_root}")
         if not mezo:
-            basis = "first-order steps are not benchmarked"
+            basis = {"none": "no training steps (one dev evaluation; LP also one pass over the training set)",
+                     "mezo-adam": "MeZO-Adam steps are not benchmarked"}.get(optimizer,
+                                                                           "first-order steps are not benchmarked")
         elif get_variant(name).backend != PERF_BACKEND:
             basis = f"performance runs measure the Hugging Face backend, not {get_variant(name).backend}"
         elif match is not None:
-            seconds = sum(settings.steps * match["step_ms"] / 1e3 * point.batch_size / PERF_BATCH
+            seconds = sum(steps * match["step_ms"] / 1e3 * point.batch_size / PERF_BATCH
                           + evaluations * dev_batches[point.k] * match["forward_ms"] / 1e3
                           * settings.eval_batch_size / PERF_BATCH for point in points)
             hours = seconds / 3600
             basis = (f"{match['machine']} {match['case']}: step {match['step_ms']:,.1f} ms, forward "
                      f"{match['forward_ms']:,.1f} ms (commit {str(match['commit'])[:7]}, {match['datetime'][:10]})")
-        rows.append(PlanRow(variant=name, runs=len(points), steps=len(points) * settings.steps,
-                            train_forwards=len(points) * settings.steps * (2 if mezo else 1),
+        rows.append(PlanRow(variant=name, runs=len(points), steps=len(points) * steps,
+                            train_forwards=len(points) * steps * (2 if optimizer in ZEROTH_ORDER else 1),
                             eval_forwards=sum(evaluations * dev_batches[point.k] for point in points),
                             hours=hours, basis=basis))
     return rows

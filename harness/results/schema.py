@@ -52,14 +52,20 @@ class Protocol(TypedDict):
     grid: Grid | None             # the grid of this k; null in records upgraded from schema 1 and 2
 
 
-class Variant(TypedDict):
-    """What is trained and how (harness.protocol.variants)."""
+class _VariantRequired(TypedDict):
     name: str                     # variant name, e.g. "hf-mlm", "sglang-mlm", "hf-ft"
     backend: str                  # backend that runs the model: "hf" or "sglang"
     head: str                     # "mlm" (prompt + label words) or "cls" (classification head)
     loss: str                     # "ce" (cross-entropy) or "neg-accuracy" (-(batch accuracy))
-    parameters: str               # trained set: "full", "lora", "lm-head", "lora+lm-head"
-    optimizer: str                # "mezo" or "adamw" (first-order FT)
+    parameters: str               # trained set: "full", "lora", "lm-head", "lora+lm-head", "prefix", "none"
+    optimizer: str                # "mezo", "mezo-adam" (Adam on MeZO's estimate), "adamw" (first-order FT)
+                                  # or "none" (no training: zero-shot, LP)
+
+
+class Variant(_VariantRequired, total=False):
+    """What is trained and how (harness.protocol.variants)."""
+    linear_probe: bool            # true: the label words' decoder rows were fitted by linear probing
+                                  # before training (absent: false)
 
 
 class _HyperparametersRequired(TypedDict):
@@ -94,6 +100,7 @@ class Hyperparameters(_HyperparametersRequired, total=False):
     length_buckets: int           # > 1: MeZO's forwards run each batch in this many length buckets
     first_sent_limit: int         # tokens kept of the first sentence (LM-BFF); absent: no limit
     other_sent_limit: int         # tokens kept of each other sentence; absent: no limit
+    num_prefix: int               # prefix variants only: prefix tokens per layer
 
 
 class Data(TypedDict):
@@ -116,6 +123,13 @@ class Lora(TypedDict):
     init_seed: int                # seed of the adapters' A matrices (the run seed)
 
 
+class Prefix(TypedDict):
+    tokens: int                   # prefix tokens (keys and values) per layer
+    layers: int                   # layers with a prefix (all of them)
+    initialised_from: str         # what the prefix keys and values were computed from
+    init_seed: int                # seed of the random vocabulary tokens (the run seed)
+
+
 class _ModelRequired(TypedDict):
     id: str                       # the model spec as given (hub id, local path, "random-init:<size>")
     revision: str | None          # hub commit, "sha256:<hex>" of local weights, or null (random-init)
@@ -132,6 +146,7 @@ class Model(_ModelRequired, total=False):
     lm_decoder: LmDecoder         # masked-LM heads only (absent for "cls" and in schema 1)
     head: str                     # which head computes the label logits (absent in schema 1)
     lora: Lora                    # LoRA variants only
+    prefix: Prefix                # prefix variants only
     backend: dict[str, Any]       # SGLang only: how the model is served (runner, attention backend, KV pool)
 
 
@@ -252,12 +267,14 @@ class _MemoryRatiosRequired(TypedDict):
 
 class MemoryRatios(_MemoryRatiosRequired, total=False):
     reference_mezo_over_inference: float | None  # peak: the reference's MeZO step / inference (when measured)
+    mezo_adam_over_inference: float | None       # peak: MeZO-Adam's step / inference (MeZO-Adam runs)
 
 
 class Memory(TypedDict):
     """Memory per phase on the same model and batch, after training (harness.measure.memory)."""
     method: str                   # how peaks were measured
-    phases: dict[str, MemoryPhase]  # "inference", "mezo_step", "first_order_step" (those the backend can run)
+    phases: dict[str, MemoryPhase]  # "inference", "mezo_step", "first_order_step" (those the backend can run;
+                                  # inference alone for zero-shot and LP), "mezo_adam_step" (MeZO-Adam runs)
     ratios: MemoryRatios          # ratios between phases; null where a phase is missing
 
 
@@ -391,7 +408,8 @@ class _MaybeDiverged(RecordHeader, total=False):
 class _Measured(_MaybeDiverged):
     metrics: Metrics              # accuracies and losses
     sparsity: Sparsity | None     # MeZO only; null for first-order, in schema 1, and with no finite gradient
-    throughput: Throughput | None  # training speed; null only in schema-1 records that did not time training
+    throughput: Throughput | None  # training speed; null for variants that train nothing (zero-shot, LP) and in
+                                   # schema-1 records that did not time training
     z_stream: ZStream | None      # MeZO only; null for first-order runs and before schema 3
     memory: Memory | MeasurementError  # memory per phase, or why it was not measured
 
@@ -413,10 +431,21 @@ class _FinishedRequired(_MaybeRadix):
     timing: Timing                # wall time
 
 
+class LinearProbe(TypedDict):
+    """The linear probe fitted before training (variants with linear_probe; harness.recipes.linear_probe)."""
+    solver: str                   # the scikit-learn estimator and its arguments
+    features: int                 # feature dimension (the LM head decoder's input)
+    examples: int                 # training examples the probe was fitted on
+    C: list[float]                # the inverse regularisation strength cross-validation chose (per class)
+    train_accuracy: float         # the probe's accuracy on its training examples (scikit-learn's prediction)
+    seconds: float                # feature extraction and fit, s
+
+
 class FinishedRecord(_FinishedRequired, total=False):
     """status "completed" or "diverged" (a diverged run keeps the best-dev checkpoint
     before the divergence, if any, and stays a point of its grid)."""
     trajectory: TrajectoryFile    # MeZO runs (records made before trajectories were kept lack it)
+    linear_probe: LinearProbe     # variants that fit a linear probe first (LP, LP-then-MeZO)
 
 
 RunRecord = Union[FinishedRecord, FailedRecord]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 from harness.core.errors import HarnessError
+from harness.protocol.variants import ZEROTH_ORDER
 
 
 def field_value(record: dict, path: tuple[str, ...]):
@@ -98,10 +99,10 @@ def _shell_number(value: float) -> str:
 def reference_folder_name(record: dict) -> str:
     """The part of the reference's output_dir that differs between the grid points of one seed:
     `bs{BS}-lr{LR}-eps{EPS}-wd{WD}` (MeZO `medium_models/mezo.sh`, GR_TAG) or `bs{BS}-lr{LR}`
-    (`finetune.sh`); the rest of result/$TASK-$MODEL-...-$TAG$GRID_TAG/$K-$SEED is the same."""
+    (`finetune.sh`, and zero-shot/LP, which have one point per seed); the rest of result/$TASK-$MODEL-...-$TAG$GRID_TAG/$K-$SEED is the same."""
     hp = record["hyperparameters"]
     name = f"bs{hp['batch_size']}-lr{_shell_number(hp['lr'])}"
-    if record["variant"]["optimizer"] == "mezo":
+    if record["variant"]["optimizer"] in ZEROTH_ORDER:   # mezo.sh's tag (MeZO-Adam runs through mezo.sh too)
         name += f"-eps{_shell_number(hp['eps'])}-wd{_shell_number(hp['weight_decay'])}"
     return name
 

@@ -89,7 +89,7 @@ BENCH = ["bench", "--no-progress", "--protocol", "{protocol}", "--profile", "smo
 # (argv, the message's distinctive part). {out} must stay unwritten; see `places` for the rest.
 CASES = [
     # options and the protocol
-    (RUN + ["--variant", "hf-nope"], "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-mlm"),
+    (RUN + ["--variant", "hf-nope"], "unknown variant 'hf-nope'; known variants: hf-cls, hf-cls-acc, hf-ft, hf-ft-lora"),
     (RUN + ["--k", "0"], "argument --k: must be an integer >= 1, got 0"),
     (RUN + ["--k", "32"], "--k 32 is not in profile 'smoke' variant 'hf-mlm'; allowed: [16]"),
     (RUN + ["--batch-size", "3"], "--batch-size 3 is not in profile 'smoke' variant 'hf-mlm'; allowed: [64]"),

@@ -59,10 +59,19 @@ def test_paper_lora_and_ft_grids_are_table_15(sst2_protocol):
     assert protocol.run_settings("paper", "hf-mlm-acc").k == (512,)   # Table 3 reports k=512 only
 
 
-def test_paper_profile_runs_only_variants_with_a_published_number(sst2_protocol):
+def test_paper_profile_runs_the_table18_methods_whose_settings_we_have(sst2_protocol):
     protocol = load_protocol(sst2_protocol)
     assert set(protocol.profile_variants["paper"]) == {"hf-mlm", "hf-mlm-lora-ref", "hf-mlm-lora-ref-merged",
-                                                      "hf-ft", "hf-mlm-acc"}
+                                                      "hf-ft", "hf-mlm-acc", "hf-zero-shot", "hf-lp", "hf-lp-mezo",
+                                                      "hf-mlm-prefix", "hf-ft-lora", "hf-ft-prefix"}
+    # MeZO-Adam's Table 15 grid is not in our sources: not in `paper` (it runs in quick and smoke)
+    assert "hf-mlm-adam" in protocol.profile_variants["smoke"]
+    prefix = protocol.run_settings("paper", "hf-mlm-prefix")
+    assert (prefix.num_prefix, prefix.lr, prefix.eps, prefix.batch_size) == (5, (1e-2, 5e-3, 1e-3), (1e-1,),
+                                                                            {16: (64,), 512: (64,)})
+    zero_shot = protocol.run_settings("paper", "hf-zero-shot")
+    assert len(zero_shot.grid()) == 5 and zero_shot.k == (16,)   # one run per seed
+    assert len(protocol.run_settings("paper", "hf-lp").grid()) == 10   # k=16 and 512, five seeds
 
 
 def test_prompt_ablation_has_its_own_grid_with_eps_and_weight_decay(sst2_protocol):
@@ -165,7 +174,7 @@ def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
         ("[variants.hf-cls]\n", "[variants.hf-cls]\nmax_grad_norm = 1.0\n",
          r"variant hf-cls: field 'max_grad_norm' applies to first-order variants only"),
         ("max_grad_norm = 1.0", "max_grad_norm = 1.0\neps = [1e-3, 1e-5]",
-         r"variant hf-ft: field 'eps' is a grid for MeZO variants only"),
+         r"variant hf-ft: field 'eps' is a grid for zeroth-order variants only"),
         ("steps = 400\neval_every = 100\n", "steps = 400\neval_every = 1000\n", r"field 'eval_every' must be <= steps \(400\)"),
         ('"random-init:tiny"', '"random-init:huge"', r"random-init config must be one of"),
         ('variants = ["hf-mlm", ', 'variants = ["hf-nope", ', r"field 'variants' must be a non-empty list of known variants"),
@@ -184,7 +193,15 @@ def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
         ("[variants.hf-ft]\n", "[variants.hf-ft]\nvariants = []\n", r"\[variants.hf-ft\]: unknown key 'variants'"),
         ("length_buckets = 1\n", "length_buckets = 0\n", r"field 'length_buckets' must be an integer in \[1, 64\], got 0"),
         ("[variants.hf-ft]\n", "[variants.hf-ft]\nlength_buckets = 4\n",
-         r"variant hf-ft: field 'length_buckets' applies to MeZO variants only"),
+         r"variant hf-ft: field 'length_buckets' applies to MeZO \(SGD\) variants only"),
+        ("num_prefix = 5\nlr = [1e-2, 5e-3, 1e-3]", "lr = [1e-2, 5e-3, 1e-3]",
+         r"variant hf-mlm-prefix: field 'num_prefix' must be set for a prefix variant and only for one, got None"),
+        ("num_prefix = 5\nlr = [1e-2, 5e-3, 1e-3]", "num_prefix = 0\nlr = [1e-2, 5e-3, 1e-3]",
+         r"field 'num_prefix' must be an integer >= 1"),
+        ('eval_every = 1\nlm_decoder = "untied"', 'eval_every = 1\nlm_decoder = "tied"',
+         r"variant hf-lp: field 'lm_decoder' must be \"untied\" for 'hf-lp': linear probing writes"),
+        ("k = [16]\nlr = [1e-6]", "k = [16]\nlr = [1e-6, 1e-5]",
+         r"variant hf-zero-shot: field 'lr' must be one value for 'hf-zero-shot': it trains nothing"),
     ],
 )
 def test_bad_values_name_the_field(protocol_copy, old, new, message):

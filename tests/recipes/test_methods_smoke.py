@@ -1,0 +1,98 @@
+"""Every method added for Table 18's rows (issue 15) runs through the CLI on SST-2's smoke profile,
+cut to 20 steps: zero-shot, LP, LP-then-MeZO, MeZO (prefix), MeZO-Adam, FT (LoRA), FT (prefix).
+Pinned: what each trains, its record's method-specific blocks, and its losses and accuracies
+(CPU fp32, torch 2.13: deterministic)."""
+
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.protocol.variants import get_variant
+
+pytest.importorskip("sklearn")
+pytest.importorskip("peft")
+
+MEASURED_MEMORY = ("hf-zero-shot", "hf-mlm-adam")   # the others skip it to keep the test short
+# variant -> (updated parameters, train loss before training, after it, test accuracy)
+PINNED = {
+    "hf-zero-shot": (0, 0.7065665, 0.7065665, 0.4793578),
+    "hf-lp": (0, 0.3880964, 0.3880964, 0.5229358),
+    "hf-lp-mezo": (632704, 0.3880964, 0.5168126, 0.4782110),
+    "hf-mlm-prefix": (1280, 0.7065691, 0.7065691, 0.4793578),
+    "hf-mlm-adam": (370560, 0.7065665, 0.7042986, 0.4793578),
+    "hf-ft-lora": (274624, 0.7065665, 0.6076352, 0.5068807),
+    "hf-ft-prefix": (1280, 0.7065691, 0.7061896, 0.4793578),
+}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory, shared_data, short_protocol) -> dict[str, dict]:
+    protocol = short_protocol(20, 10)
+    out = tmp_path_factory.mktemp("methods") / "results"
+    for variant in PINNED:
+        memory = [] if variant in MEASURED_MEMORY else ["--no-memory"]
+        assert main(["run", "--protocol", str(protocol), "--profile", "smoke", "--variant", variant, "--seed", "13",
+                     "--data-dir", str(shared_data("sst2")), "--out", str(out), "--device", "cpu", "--no-progress",
+                     *memory]) == 0
+    return {record["variant"]["name"]: record
+            for record in (json.loads(path.read_text()) for path in out.rglob("*.json"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(PINNED))
+def test_pinned_numbers(records, variant):
+    record = records[variant]
+    assert record["status"] == "completed"
+    assert record["variant"]["optimizer"] == get_variant(variant).optimizer
+    updated, loss_start, loss_end, test_accuracy = PINNED[variant]
+    metrics = record["metrics"]
+    assert record["model"]["updated_parameters"] == updated
+    assert (metrics["train_loss_start"], metrics["train_loss_end"]) == pytest.approx((loss_start, loss_end), rel=1e-6)
+    assert metrics["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-6)
+    # zero-shot is measured before anything is fitted or trained: the same prompt model for all
+    # but the prefix variants, whose prefix is part of the model from the start
+    if "prefix" not in variant:
+        assert metrics["zero_shot_test_accuracy"] == records["hf-zero-shot"]["metrics"]["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_untrained_methods_record_one_evaluation_and_inference_memory(records):
+    zero_shot = records["hf-zero-shot"]
+    metrics = zero_shot["metrics"]
+    assert metrics["test_accuracy"] == metrics["zero_shot_test_accuracy"]
+    assert metrics["dev_history"] == [{"step": 0, "dev_accuracy": metrics["zero_shot_dev_accuracy"]}]
+    assert zero_shot["throughput"] is None and zero_shot["sparsity"] is None
+    assert list(zero_shot["memory"]["phases"]) == ["inference"]
+    assert zero_shot["liveness"] == {"groups": 0, "dead_groups": [], "dead_groups_perturbed": False}
+
+
+@pytest.mark.slow
+def test_linear_probe_starts_lp_then_mezo(records):
+    lp, lp_mezo = records["hf-lp"], records["hf-lp-mezo"]
+    assert lp["variant"]["linear_probe"] and lp_mezo["variant"]["linear_probe"]
+    probe = lp["linear_probe"]
+    assert probe["solver"].startswith("sklearn.linear_model.LogisticRegressionCV(max_iter=5000, fit_intercept=True, "
+                                      "multi_class='multinomial', random_state=0, tol=0.0001")
+    assert (probe["features"], probe["examples"]) == (64, 32)
+    assert {key: value for key, value in lp_mezo["linear_probe"].items() if key != "seconds"} == \
+        {key: value for key, value in probe.items() if key != "seconds"}
+    # the probe fits the training set better than the prompt alone, and MeZO starts from it
+    assert lp["metrics"]["train_loss_end"] < records["hf-zero-shot"]["metrics"]["train_loss_end"]
+    assert lp_mezo["metrics"]["train_loss_start"] == lp["metrics"]["train_loss_end"]
+    assert "trajectory" in lp_mezo
+
+
+@pytest.mark.slow
+def test_prefix_and_mezo_adam_records(records):
+    for variant in ("hf-mlm-prefix", "hf-ft-prefix"):
+        record = records[variant]
+        assert record["model"]["prefix"]["tokens"] == 5 and record["model"]["prefix"]["layers"] == 2
+        assert record["hyperparameters"]["num_prefix"] == 5 and record["liveness"]["dead_groups"] == []
+    adam = records["hf-mlm-adam"]
+    phases = adam["memory"]["phases"]
+    assert set(phases) == {"inference", "mezo_step", "first_order_step", "mezo_adam_step"}
+    # a gradient buffer and two moments per parameter: more than a MeZO step adds
+    assert phases["mezo_adam_step"]["excess_bytes"] > phases["mezo_step"]["excess_bytes"]
+    assert adam["memory"]["ratios"]["mezo_adam_over_inference"] > 1
+    assert adam["sparsity"]["steps"] == 20 and "trajectory" not in adam
