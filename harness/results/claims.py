@@ -24,7 +24,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
-from harness.results.paper import PAPER_TASKS
+from harness.results.paper import PAPER_TASKS, shipped_protocol_name
 from harness.results.selection import (
     RANDOM_INIT,
     best_dev_per_seed,
@@ -202,7 +202,7 @@ def _hardware_ok(record: dict, wanted: str) -> bool:
 def protocol_name_of(claim: Claim) -> str:
     """The protocol a `protocol_version` condition is a version of: `protocol_name`, by default the
     task's shipped one (`<task>-mezo`), so renamed copies (other identities) never count."""
-    return claim.conditions.get("protocol_name", f"{claim.task}-mezo")
+    return claim.conditions.get("protocol_name", shipped_protocol_name(claim.task))
 
 
 def _protocol_ok(record: dict, claim: Claim) -> bool:
@@ -226,22 +226,30 @@ def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
         groups.setdefault((record["protocol"]["hash"], data_identity(record), record["k"]), []).append(record)
     complete, missing = [], []
     for (digest, _, k), group in groups.items():
-        grid = group[0]["protocol"].get("grid")
         where = (f"profile {group[0]['protocol']['profile']} k={k} (protocol {digest[:8]}, "
                  f"data {data_identity(group[0], 8)})")
-        if grid is None:
+        absent = missing_grid_points(group)
+        if absent is None:
             missing.append(f"{where}: its records do not say their grid (older schema)")
-            continue
-        have = {grid_point(r) for r in group}   # group holds selectable runs only
-        points = grid_points(grid)
-        absent = [point for point in points if point not in have]
-        if absent:
+        elif absent:
             seed, lr, batch, eps, wd = absent[0]
-            missing.append(f"{where}: {len(absent)} of {len(points)} grid points have no completed or "
-                           f"diverged run (e.g. seed {seed} lr {lr:g} batch {batch} eps {eps:g} wd {wd:g})")
+            missing.append(f"{where}: {len(absent)} of {len(grid_points(group[0]['protocol']['grid']))} grid points "
+                           f"have no completed or diverged run (e.g. seed {seed} lr {lr:g} batch {batch} eps {eps:g} "
+                           f"wd {wd:g})")
         else:
             complete.append(group)
     return complete, missing
+
+
+def missing_grid_points(runs: list[dict]) -> list[tuple] | None:
+    """The points of the runs' grid (the first run's `protocol.grid`; the runs are of one protocol
+    hash and k) that no completed or diverged run of them covers; None where the records do not say
+    their grid (older schema)."""
+    grid = runs[0]["protocol"].get("grid")
+    if grid is None:
+        return None
+    have = {grid_point(r) for r in selectable(runs)}
+    return [point for point in grid_points(grid) if point not in have]
 
 
 def _scope(records: list[dict]) -> str:

@@ -3,14 +3,19 @@
 Aggregation: records are grouped by what they are, not what they are called: task, protocol
 hash, source data (harness.results.selection.data_identity), hardware class, model, variant and
 k; the protocol's name, version and profile are shown beside the hash (first 8 hex digits in
-summary.md; full in summary.csv), and records whose names and hashes disagree are refused
+the markdown tables; full in the CSVs), and records whose names and hashes disagree are refused
 (selection.check_identities). In each group the best-dev grid point of every seed is selected
 (selection.best_dev_per_seed), and each row reports the mean and population std (ddof=0) over
-seeds of those runs. Every figure names on its face the protocol, profile, hardware and model
-that produced it (and the data, where one figure holds runs of several). The paper's values
-come from benchmarks/paper.toml by task, variant, k and metric. From the same summary rows,
-harness.results.table18 writes Table 18 with every task side by side (table18.md, table18.csv,
-table18_accuracy.png).
+seeds of those runs: summary.csv has every column of every row. Memory does not depend on which
+grid point won: memory_summary groups every run with a memory measurement by the batch it was
+measured on instead of k. From these rows harness.results.tables writes the readable tables
+(summary.md: identity and accuracy; sparsity.md, throughput.md, memory.md: one measurement each),
+harness.results.table18 the paper's Table 18 with every task side by side, and
+harness.results.figures the report's figures (accuracy vs forward passes, memory per method);
+write_report also draws five figures per selection (task, protocol version, profile, hardware,
+model). Every figure names on its face the protocol, profile, hardware and model that produced
+it (and the data, where one figure holds runs of several). The paper's values come from
+benchmarks/paper.toml by task, variant, k and metric.
 """
 
 from __future__ import annotations
@@ -21,20 +26,25 @@ from harness.core.files import atomic_write_text
 from harness.core.stats import mean, population_std
 from harness.core.text import slug
 from harness.protocol.variants import VARIANTS
-from harness.results.figures import pyplot, save_figure
+from harness.results.claims import missing_grid_points
+from harness.results.figures import pyplot, save_figure, write_figures
 from harness.results.paper import entry_variants
 from harness.results.selection import (
     best_dev_per_seed,
     check_identities,
     data_identity,
+    grid_points,
     hardware_class,
     selectable,
 )
 from harness.results.table18 import write_table18
+from harness.results.tables import PHASES, TRAINING_PHASE, write_tables
 
 # hash: the protocol hash of the (profile, variant); data: data_identity (the source files' sha256)
 GROUP_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "k", "hash", "data")
 SELECTION_KEYS = ("task", "protocol", "version", "profile", "hardware", "model")
+# memory_summary's groups: GROUP_KEYS with the batch memory was measured on in place of k
+MEMORY_KEYS = ("task", "protocol", "version", "profile", "hardware", "model", "variant", "batch", "hash", "data")
 MIB = 2**20
 
 
@@ -55,7 +65,7 @@ def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _short(table):
-    """The summary table as shown in summary.md: hash and data to 8 hex digits each."""
+    """The summary table with hash and data to 8 hex digits each (for figure labels)."""
     return table.assign(hash=table["hash"].str[:8],
                         data=table["data"].str.replace(r"([0-9a-f]{8})[0-9a-f]{56}", r"\1", regex=True))
 
@@ -70,6 +80,12 @@ def _values(runs: list[dict], getter) -> list[float]:
         if value is not None:
             out.append(value)
     return out
+
+
+def _mean_mib(runs: list[dict], phase: str, field: str = "excess_bytes") -> float | None:
+    """A memory phase's field, mean over the runs that measured it, in MiB; None where none did."""
+    values = _values(runs, lambda r: r["memory"]["phases"][phase][field])
+    return mean(values) / MIB if values else None
 
 
 def _paper_entry(paper: dict[str, dict], task: str, variant: str, k: int | None, metric: str) -> dict | None:
@@ -98,9 +114,8 @@ def summarize(records: list[dict], paper: dict[str, dict]):
         paper_test = _paper_entry(paper, group["task"], group["variant"], group["k"], "test_accuracy")
         paper_zero = _paper_entry(paper, group["task"], group["variant"], group["k"], "zero_shot_accuracy")
 
-        def phase(name, field="excess_bytes"):
-            values = _values(selected, lambda r: r["memory"]["phases"][name][field])
-            return mean(values) / MIB if values else None
+        grid = runs[0]["protocol"].get("grid")
+        missing = missing_grid_points(runs)
 
         rows.append({
             **group,
@@ -113,9 +128,9 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "zero_grad_pct": mean(_values(selected, lambda r: 100 * r["sparsity"]["zero_fraction"])),
             "tiny_grad_pct": mean(_values(selected, lambda r: 100 * r["sparsity"]["tiny_fraction"])),
             "mean_abs_grad": mean(_values(selected, lambda r: r["sparsity"]["mean_abs"])),
-            "mem_inference_excess_mib": phase("inference"),
-            "mem_mezo_excess_mib": phase("mezo_step"),
-            "mem_first_order_excess_mib": phase("first_order_step"),
+            "mem_inference_excess_mib": _mean_mib(selected, "inference"),
+            "mem_mezo_excess_mib": _mean_mib(selected, "mezo_step"),
+            "mem_first_order_excess_mib": _mean_mib(selected, "first_order_step"),
             "mem_peak_mezo_over_inference": mean(_values(selected, lambda r: r["memory"]["ratios"]["mezo_over_inference"])),
             "mem_peak_first_order_over_mezo": mean(_values(selected, lambda r: r["memory"]["ratios"]["first_order_over_mezo"])),
             "steps_per_s": mean(_values(selected, lambda r: r["throughput"]["steps_per_second"])),
@@ -126,8 +141,66 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "paper_test_acc": paper_test["mean"] if paper_test else None,
             "paper_test_std": paper_test.get("std") if paper_test else None,
             "paper_zero_shot_acc": paper_zero["mean"] if paper_zero else None,
+            # columns added with the readable tables (appended: machines may read columns by position)
+            "mem_mezo_adam_excess_mib": _mean_mib(selected, "mezo_adam_step"),
+            "optimizer": selected[0]["variant"]["optimizer"],
+            "steps": selected[0]["hyperparameters"]["steps"],
+            # the seeds each kind of measurement is over (a mean above covers the seeds that have it)
+            "sparsity_seeds": sum(bool(r.get("sparsity")) for r in selected),
+            "tiny_threshold": next((r["sparsity"]["tiny_threshold"] for r in selected if r.get("sparsity")), None),
+            "memory_seeds": sum("phases" in (r.get("memory") or {}) for r in selected),
+            "throughput_seeds": sum(bool(r.get("throughput")) for r in selected),
+            # the grid (protocol.grid; None in older records) and its points with no completed or diverged run
+            "grid_seeds": len(grid["seeds"]) if grid else None,
+            "grid_points": len(grid_points(grid)) if grid else None,
+            "missing_points": len(missing) if missing is not None else None,
         })
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(GROUP_KEYS))   # no evaluated group
+
+
+def memory_batch(record: dict) -> int:
+    """Examples of the batch a run measured memory on: its first training batch."""
+    return min(record["hyperparameters"]["batch_size"], record["data"]["split_sizes"]["train"])
+
+
+def memory_summary(records: list[dict]):
+    """One row per MEMORY_KEYS group of the runs with a memory measurement (any grid point):
+    runs, the variant's own training phase (tables.TRAINING_PHASE), and per phase the excess
+    over the memory before it, MiB, mean over the runs that measured it (`<phase>_mib`), and the
+    own phase's peak (`peak_mib`)."""
+    import pandas as pd
+
+    groups: dict[tuple, list[dict]] = {}
+    for record in selectable(records):
+        if "phases" in (record.get("memory") or {}):
+            key = dict(zip(GROUP_KEYS, _group_key(record)), batch=memory_batch(record))
+            groups.setdefault(tuple(key[name] for name in MEMORY_KEYS), []).append(record)
+    rows = []
+    for key, runs in sorted(groups.items(), key=lambda item: tuple(str(part) for part in item[0])):
+        own = TRAINING_PHASE[runs[0]["variant"]["optimizer"]]
+        rows.append({**dict(zip(MEMORY_KEYS, key)), "runs": len(runs), "optimizer": runs[0]["variant"]["optimizer"],
+                     "phase": own, **{f"{phase}_mib": _mean_mib(runs, phase) for phase in PHASES},
+                     "peak_mib": _mean_mib(runs, own, "peak_bytes")})
+    return pd.DataFrame(rows, columns=[*MEMORY_KEYS, "runs", "optimizer", "phase", *(f"{p}_mib" for p in PHASES),
+                                       "peak_mib"])
+
+
+def dev_curve(runs: list[dict]) -> tuple[list[int], list[float]]:
+    """The steps of the runs' dev evaluations and the dev accuracy (%) at each, mean over the runs
+    evaluated at that step (a diverged run stops early)."""
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for point in run["metrics"]["dev_history"]:
+            by_step.setdefault(point["step"], []).append(100 * point["dev_accuracy"])
+    steps = sorted(by_step)
+    return steps, [mean(by_step[step]) for step in steps]
+
+
+def with_dev_curves(records: list[dict], summary) -> list[dict]:
+    """summarize's rows, each with its `dev_curve`: dev_curve of the best-dev run of each seed."""
+    groups = _groups(records)
+    return [dict(row, dev_curve=dev_curve(best_dev_per_seed(groups[tuple(row[key] for key in GROUP_KEYS)])))
+            for row in summary.to_dict("records")]
 
 
 def _title(selection: dict, what: str) -> str:
@@ -146,20 +219,19 @@ def unevaluated_groups(records: list[dict]) -> list[str]:
 
 
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
-    """summary.csv and summary.md for all groups, five figures per selection (task, protocol
-    version, profile, hardware, model), and Table 18 across tasks (table18.md, table18.csv,
-    table18_accuracy.png). Returns the files written."""
+    """summary.csv (every column) and the readable tables (summary.md, sparsity.md,
+    throughput.md, memory.md, memory.csv), Table 18 across tasks (table18.md, table18.csv,
+    table18_accuracy.png), the report's figures (accuracy_vs_forward_passes.png,
+    memory_per_method.png), and five figures per selection (task, protocol version, profile,
+    hardware, model). Returns the files written."""
     plt = pyplot()
     table = summarize(records, paper)   # refuses inconsistent records before anything is written
+    memory = memory_summary(records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "summary.csv", out_dir / "summary.md"]
-    atomic_write_text(written[0], table.to_csv(index=False))
-    atomic_write_text(written[1], "# Summary\n\nBest-dev grid point per seed; mean and population std over seeds. "
-                          "Accuracies in %, memory excess in MiB.\n\n"
-                          + _short(table).to_markdown(index=False, floatfmt=".4g") + "\n"
-                          + "".join(f"\nNo evaluated run (not in the table): {group}\n"
-                                    for group in unevaluated_groups(records)))
+    written = [atomic_write_text(out_dir / "summary.csv", table.to_csv(index=False))]   # every column, full hashes
+    written += write_tables(table, memory, paper, out_dir, unevaluated_groups(records))
     written += write_table18(table, paper, out_dir)
+    written += write_figures(with_dev_curves(records, table), memory.to_dict("records"), paper, out_dir)
 
     by_run_group = _groups(records)
 
@@ -177,9 +249,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         fig, ax = plt.subplots(figsize=(9, 5))
         for (_, row), data_name in zip(rows.iterrows(), data_names):
             runs = best_dev_per_seed(by_run_group[tuple(row[key] for key in GROUP_KEYS)])
-            steps = [h["step"] for h in runs[0]["metrics"]["dev_history"]]
-            dev = [mean([100 * r["metrics"]["dev_history"][i]["dev_accuracy"] for r in runs])
-                   for i in range(len(steps))]
+            steps, dev = dev_curve(runs)
             line, = ax.plot([0] + steps, [mean([100 * r["metrics"]["zero_shot_dev_accuracy"] for r in runs])] + dev,
                             marker="o", label=f"{row['variant']} k={row['k']}{data_name} dev")
             ax.scatter([max(steps)], [row["test_acc_mean"]], marker="*", s=150, color=line.get_color(),
@@ -216,10 +286,15 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
 
         # 4. memory per phase
         fig, ax = plt.subplots(figsize=(9, 5))
-        for offset, (column, name) in zip((-0.27, 0, 0.27), (("mem_inference_excess_mib", "inference forward"),
-                                                              ("mem_mezo_excess_mib", "MeZO step"),
-                                                              ("mem_first_order_excess_mib", "first-order step"))):
-            ax.bar([i + offset for i in x], rows[column].astype(float), 0.27, label=name)
+        phases = [(column, name) for column, name in (("mem_inference_excess_mib", "inference forward"),
+                                                      ("mem_mezo_excess_mib", "MeZO step"),
+                                                      ("mem_mezo_adam_excess_mib", "MeZO-Adam step"),
+                                                      ("mem_first_order_excess_mib", "first-order step"))
+                  if rows[column].notna().any()]   # the phases some variant here measured
+        width = 0.8 / max(1, len(phases))
+        for position, (column, name) in enumerate(phases):
+            ax.bar([i + (position - (len(phases) - 1) / 2) * width for i in x], rows[column].astype(float), width,
+                   label=name)
         ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("memory over the pre-phase baseline (MiB)")
         ax.legend()

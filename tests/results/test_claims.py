@@ -61,7 +61,8 @@ def test_every_task_has_a_ledger_with_the_papers_claims():
     for task in NEW_LEDGERS:
         wanted = {f"paper-{task}-{name}" for name in (
             "zero-shot", "mezo-k16", "mezo-k512", "mezo-lora-k16", "mezo-lora-k512", "mezo-lora-merged-k16",
-            "mezo-lora-merged-k512", "ft-k16", "ft-k512")}
+            "mezo-lora-merged-k512", "ft-k16", "ft-k512", "lp-k16", "lp-k512", "mezo-prefix-k16", "mezo-prefix-k512",
+            "ft-lora-k16", "ft-lora-k512")}
         wanted |= {f"paper-{task}-accuracy-objective-k512"} if task in ("sst5", "snli", "trec") else set()
         assert {i for i, c in new.items() if c.task == task} == wanted, task
     assert new["paper-sst5-mezo-k16"].expected == 45.5 and new["paper-sst5-mezo-k16"].tolerance == 4.0
@@ -71,12 +72,16 @@ def test_every_task_has_a_ledger_with_the_papers_claims():
     assert new["paper-rte-zero-shot"].expected == 51.4 and new["paper-rte-zero-shot"].metric == "zero_shot_test_accuracy"
     assert new["paper-snli-accuracy-objective-k512"].expected == 82.7
     assert new["paper-snli-accuracy-objective-k512"].tolerance == 2.0    # 2 x MeZO k=512's std: Table 3 has none
+    assert (new["paper-rte-lp-k16"].expected, new["paper-rte-lp-k16"].tolerance) == (59.4, 10.6)
+    assert new["paper-rte-lp-k16"].variant == "hf-lp" and new["paper-mnli-mezo-prefix-k512"].variant == "hf-mlm-prefix"
+    assert (new["paper-trec-ft-lora-k512"].variant, new["paper-trec-ft-lora-k512"].tolerance) == ("hf-ft-lora", 1.0)
     by_paper_id = {(e["task"], e["method"], e.get("k")): e for e in paper.values() if e["source"] == "Table 18"}
     for c in new.values():
         # zero-shot: any profile and seed (deterministic); the rest: the published grid, 5 seeds
         assert c.conditions == {"protocol_version": 1, "model": "roberta-large", "hardware": "any",
                                 **({} if c.metric == "zero_shot_test_accuracy" else {"profile": "paper", "min_seeds": 5})}
-        method = {"hf-mlm": "MeZO", "hf-ft": "FT"}.get(c.variant, "MeZO (LoRA)")
+        method = {"hf-mlm": "MeZO", "hf-ft": "FT", "hf-lp": "LP", "hf-mlm-prefix": "MeZO (prefix)",
+                  "hf-ft-lora": "FT (LoRA)"}.get(c.variant, "MeZO (LoRA)")
         entry = by_paper_id.get((c.task, method, c.k))
         if c.variant != "hf-mlm-acc" and c.k is not None:   # 2 x std, at least 1 point (below: seed noise)
             assert entry["mean"] == c.expected and c.tolerance == pytest.approx(max(2 * entry["std"], 1.0)), c.id

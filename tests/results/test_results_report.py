@@ -144,8 +144,11 @@ def test_report_writes_tables_and_figures(make_record, tmp_path):
     records = [make_record(seed=s, test=t) for s, t in ((13, 0.6), (42, 0.7))] + [make_record(variant="hf-ft", seed=13)]
     written = write_report(records, load_paper(PAPER), tmp_path / "report")
     names = sorted(p.name for p in written)
-    assert names == sorted(["summary.csv", "summary.md", "accuracy_vs_step.png", "accuracy_vs_paper.png",
-                            "sparsity.png", "memory.png", "throughput.png",
-                            "table18.md", "table18.csv", "table18_accuracy.png"])
+    assert names == sorted(["summary.csv", "summary.md", "sparsity.md", "throughput.md", "memory.md", "memory.csv",
+                            "table18.md", "table18.csv", "table18_accuracy.png", "accuracy_vs_forward_passes.png",
+                            "memory_per_method.png", "accuracy_vs_step.png", "accuracy_vs_paper.png",
+                            "sparsity.png", "memory.png", "throughput.png"])
     assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
-    assert "| hf-ft " in (tmp_path / "report" / "summary.md").read_text()
+    assert "| hf-ft | 16 | hhhhhhhh |" in (tmp_path / "report" / "summary.md").read_text()
+    assert "| hf-ft |" in (tmp_path / "report" / "memory.md").read_text()
+    assert "hf-ft" not in (tmp_path / "report" / "sparsity.md").read_text()   # first-order: no projected gradient
