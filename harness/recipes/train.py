@@ -370,7 +370,7 @@ def train_mezo_adam(*, objective: Objective, trainable: list[tuple[str, torch.Te
 def evaluate_untrained(*, objective: Objective, dev_batches: list[Batch], progress: bool = True) -> TrainResult:
     """Variants that train nothing (zero-shot, LP): one dev evaluation of the model as it is,
     recorded as step 0; the caller tests that same model."""
-    result = TrainResult(curve_stride=1)
+    result = TrainResult(curve_stride=1, curve={"steps": []})   # no step: an empty curve
     objective.model.eval()
     started = time.perf_counter()
     dev_accuracy = objective.accuracy(dev_batches)

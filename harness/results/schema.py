@@ -355,7 +355,7 @@ class _LossCurveRequired(TypedDict):
 
 class LossCurve(_LossCurveRequired, total=False):
     """Per-step training values; a non-finite value is null. MeZO has loss_plus, loss_minus
-    and projected_grad, first-order FT has loss."""
+    and projected_grad, first-order FT has loss; variants that train nothing have `steps` empty."""
     loss_plus: list[float | None]      # MeZO: loss at +eps*z, nats (or -accuracy)
     loss_minus: list[float | None]     # MeZO: loss at -eps*z
     projected_grad: list[float | None]  # MeZO: (loss_plus - loss_minus) / (2 eps)

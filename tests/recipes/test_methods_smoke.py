@@ -9,6 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.protocol.variants import get_variant
+from harness.results.schema import missing_fields, undeclared_fields
 
 pytest.importorskip("sklearn")
 pytest.importorskip("peft")
@@ -44,6 +45,7 @@ def records(tmp_path_factory, shared_data, short_protocol) -> dict[str, dict]:
 def test_pinned_numbers(records, variant):
     record = records[variant]
     assert record["status"] == "completed"
+    assert missing_fields(record) == [] and undeclared_fields(record) == []   # what the report reads
     assert record["variant"]["optimizer"] == get_variant(variant).optimizer
     updated, loss_start, loss_end, test_accuracy = PINNED[variant]
     metrics = record["metrics"]
@@ -63,6 +65,7 @@ def test_untrained_methods_record_one_evaluation_and_inference_memory(records):
     assert metrics["test_accuracy"] == metrics["zero_shot_test_accuracy"]
     assert metrics["dev_history"] == [{"step": 0, "dev_accuracy": metrics["zero_shot_dev_accuracy"]}]
     assert zero_shot["throughput"] is None and zero_shot["sparsity"] is None
+    assert zero_shot["loss_curve"] == {"stride": 1, "steps": []}
     assert list(zero_shot["memory"]["phases"]) == ["inference"]
     assert zero_shot["liveness"] == {"groups": 0, "dead_groups": [], "dead_groups_perturbed": False}
 
