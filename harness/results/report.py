@@ -134,7 +134,7 @@ def summarize(records: list[dict], paper: dict[str, dict]):
             "mem_peak_mezo_over_inference": mean(_values(selected, lambda r: r["memory"]["ratios"]["mezo_over_inference"])),
             "mem_peak_first_order_over_mezo": mean(_values(selected, lambda r: r["memory"]["ratios"]["first_order_over_mezo"])),
             "steps_per_s": mean(_values(selected, lambda r: r["throughput"]["steps_per_second"])),
-            "tokens_per_s": mean(_values(selected, lambda r: r["throughput"].get("tokens_per_second"))),
+            "tokens_per_s": mean(_values(selected, lambda r: r["throughput"]["tokens_per_second"])),
             "padding_pct": mean(_values(selected, lambda r: 100 * r["throughput"]["padding_fraction"])),
             "backend": selected[0]["variant"]["backend"],
             "method": VARIANTS[group["variant"]].label if group["variant"] in VARIANTS else "",

@@ -444,8 +444,8 @@ class LinearProbe(TypedDict):
 class FinishedRecord(_FinishedRequired, total=False):
     """status "completed" or "diverged" (a diverged run keeps the best-dev checkpoint
     before the divergence, if any, and stays a point of its grid)."""
-    trajectory: TrajectoryFile    # MeZO runs (records made before trajectories were kept lack it)
     linear_probe: LinearProbe     # variants that fit a linear probe first (LP, LP-then-MeZO)
+    trajectory: TrajectoryFile    # MeZO runs (records made before trajectories were kept lack it)
 
 
 RunRecord = Union[FinishedRecord, FailedRecord]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.files import atomic_write_text
+from harness.protocol.variants import VARIANTS
 from harness.results.figures import method_color, pyplot, save_figure
 from harness.results.paper import (
     METHODS,
@@ -181,10 +182,16 @@ def _table_lines(part: dict, k: int) -> list[str]:
     return lines
 
 
+def _steps_text(variant: str, steps: int) -> str:
+    """A variant's training steps; zero-shot and LP train nothing (their protocol's `steps` is unused)."""
+    known = VARIANTS.get(variant)
+    return "no training" if known is not None and known.optimizer == "none" else f"{steps:,} steps"
+
+
 def _footnote_lines(part: dict) -> list[str]:
     lines = []
     for (task, protocol, version, data), note in part["footnotes"].items():
-        variants = ", ".join(f"{variant} {digest[:HASH_DIGITS]} ({steps:,} steps)"
+        variants = ", ".join(f"{variant} {digest[:HASH_DIGITS]} ({_steps_text(variant, steps)})"
                              for variant, (digest, steps) in sorted(note["variants"].items()))
         lines.append(f"- [{note['number']}] {PAPER_TASKS[task]}: protocol {protocol} v{version}, data "
                      f"{short_data(data)}; protocol hash per variant: {variants}.")

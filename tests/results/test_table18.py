@@ -106,7 +106,7 @@ def test_table18_markdown_pins_cells_of_two_tasks(records):
     notes = [line for line in paper_part.splitlines() if line.startswith("- ")]
     assert notes == [
         "- [1] SST-2: protocol sst2-mezo v3, data test:bbbbbbbb,train:aaaaaaaa; protocol hash per variant: hf-ft "
-        "sst2-hf- (400 steps), hf-mlm sst2-hf- (400 steps), hf-zero-shot sst2-hf- (400 steps).",
+        "sst2-hf- (400 steps), hf-mlm sst2-hf- (400 steps), hf-zero-shot sst2-hf- (no training).",
         "- [2] SST-2: protocol sst2-mezo v3, data test:bbbbbbbb,train:ffffffff; protocol hash per variant: hf-mlm "
         "sst2-hf- (400 steps).",
         "- [3] SST-5: protocol sst5-mezo v1, data test:bbbbbbbb,train:aaaaaaaa; protocol hash per variant: hf-ft "
