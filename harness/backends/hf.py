@@ -158,8 +158,9 @@ def apply_lora(model, *, r: int, alpha: int, targets: tuple[str, ...], seed: int
 def build_model_for_variant(variant, settings, tokenizer, num_labels: int, device: torch.device,
                             seed: int) -> LoadedModel:
     """The variant's model. New weights (a classification head, LoRA's A, the random tokens
-    that initialise a prefix) are drawn from the run `seed`, as the reference seeds everything with the run seed before building the model; a
-    random-init base model is drawn from `init_seed`, the same stand-in checkpoint for every seed."""
+    that initialise a prefix) are drawn from the run `seed`, as the reference seeds everything
+    with the run seed before building the model; a random-init base model is drawn from
+    `init_seed`, the same stand-in checkpoint for every seed."""
     lm_decoder = settings.lm_decoder if variant.head == "mlm" else "tied"   # a cls head has no decoder
     loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype, device=device,
                         lm_decoder=lm_decoder)

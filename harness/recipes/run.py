@@ -450,7 +450,7 @@ def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest, checkpoint: 
         result = train_first_order(dropout=settings.dropout, max_grad_norm=settings.max_grad_norm,
                                    checkpoint=checkpoint, **common)
     else:
-        result = evaluate_untrained(objective=objective, dev_batches=batches["dev"], progress=request.progress)
+        result = evaluate_untrained(objective=objective, dev_batches=batches["dev"])
     train_loss_end = objective.mean_cross_entropy(batches["train"])
     return _Trained(zero_shot, train_loss_start, result, train_loss_end, probe)
 

@@ -33,7 +33,7 @@ from harness.measure.throughput import Clock, Throughput
 from harness.recipes.checkpoint import RunCheckpoint
 from harness.tasks.batching import Batch, EpochSampler, split_by_length
 from harness.tasks.objective import Objective
-from harness.zo.mezo import MeZO
+from harness.zo.mezo import MeZO, MezoStepResult
 from harness.zo.mezo_adam import MeZOAdam
 from harness.zo.trajectory import Trajectory, replay
 
@@ -143,32 +143,13 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
             previous, batch = batch, sampler.next()
             if batch is not previous:   # a full-batch sampler returns the same batch every step
                 parts = split_by_length(batch, length_buckets) if length_buckets > 1 else [batch]
-            forward_seconds_before = result.throughput.forward_seconds
-
-            def loss_on_batch() -> float:
-                started = clock.now()
-                loss = float(objective.loss(batch) if len(parts) == 1 else objective.loss_over(parts))
-                result.throughput.count_forward(parts, clock.now() - started, ragged_batches)
-                return loss
-
             engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
             step_seed = int(step_seeds.integers(0, 2**31 - 1))
-            step_started = clock.now()
-            out = engine.step(loss_on_batch, seed=step_seed)
-            step_seconds = clock.now() - step_started
-            result.throughput.train_seconds += step_seconds
-            step_forward_seconds = result.throughput.forward_seconds - forward_seconds_before
-            result.throughput.update_seconds += step_seconds - step_forward_seconds
-
-            result.steps_done = step
-            result.projected_grads.append(out.projected_grad)
+            out = _timed_step(engine, _counted_loss(objective, parts, clock, result.throughput, ragged_batches),
+                              step_seed, clock, result.throughput)
             result.trajectory.append(step_seed, out.projected_grad, engine.lr)
-            result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus,
-                             projected_grad=out.projected_grad)
-            if not math.isfinite(out.projected_grad):
-                result.diverged_at = step   # the parameters are no longer finite: the best-dev checkpoint stands
+            if not _record_zeroth_order_step(result, step, out):
                 break
-            result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
             if checkpoint is not None and checkpoint.due(step, steps):
                 checkpoint.save({**_resumable(result), "step": step, "step_seeds": step_seeds.bit_generator.state,
@@ -176,6 +157,43 @@ def train_mezo(*, objective: Objective, trainable: list[tuple[str, torch.Tensor]
                                 files={"trajectory": result.trajectory.to_bytes(), "best": result.best_state},
                                 model=objective.model)
     return result
+
+
+def _counted_loss(objective: Objective, parts: list[Batch], clock: Clock, throughput: Throughput,
+                  ragged_batches: bool = False) -> Callable[[], float]:
+    """The loss of the batch `parts` split (one part: the batch itself), each call timed and counted as
+    a training forward."""
+    def loss() -> float:
+        started = clock.now()
+        value = float(objective.loss(parts[0]) if len(parts) == 1 else objective.loss_over(parts))
+        throughput.count_forward(parts, clock.now() - started, ragged_batches)
+        return value
+    return loss
+
+
+def _timed_step(engine: MeZO | MeZOAdam, loss_fn: Callable[[], float], seed: int, clock: Clock,
+                throughput: Throughput) -> MezoStepResult:
+    """One zeroth-order step: its time goes to train_seconds, the part outside its forwards to update_seconds."""
+    forward_seconds_before = throughput.forward_seconds
+    started = clock.now()
+    out = engine.step(loss_fn, seed=seed)
+    seconds = clock.now() - started
+    throughput.train_seconds += seconds
+    throughput.update_seconds += seconds - (throughput.forward_seconds - forward_seconds_before)
+    return out
+
+
+def _record_zeroth_order_step(result: TrainResult, step: int, out: MezoStepResult) -> bool:
+    """The step's losses and projected gradient into the result; False if they are not finite (the
+    parameters are no longer finite: training stops, the best-dev checkpoint stands)."""
+    result.steps_done = step
+    result.projected_grads.append(out.projected_grad)
+    result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus, projected_grad=out.projected_grad)
+    if not math.isfinite(out.projected_grad):
+        result.diverged_at = step
+        return False
+    result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
+    return True
 
 
 RESUMED_FIELDS = ("curve", "dev_history", "best_dev_accuracy", "best_step", "last_finite", "steps_done")
@@ -333,30 +351,11 @@ def train_mezo_adam(*, objective: Objective, trainable: list[tuple[str, torch.Te
         bar = _progress_bar(steps, "MeZO-Adam", progress, first)
         for step in bar:
             batch = sampler.next()
-            forward_seconds_before = result.throughput.forward_seconds
-
-            def loss_on_batch() -> float:
-                started = clock.now()
-                loss = float(objective.loss(batch))
-                result.throughput.count_forward([batch], clock.now() - started)
-                return loss
-
             engine.lr = scheduled_lr(lr, step, steps, lr_schedule)
-            step_started = clock.now()
-            out = engine.step(loss_on_batch, seed=int(step_seeds.integers(0, 2**31 - 1)))
-            step_seconds = clock.now() - step_started
-            result.throughput.train_seconds += step_seconds
-            result.throughput.update_seconds += step_seconds - (result.throughput.forward_seconds
-                                                                - forward_seconds_before)
-
-            result.steps_done = step
-            result.projected_grads.append(out.projected_grad)
-            result.log_curve(step, loss_plus=out.loss_plus, loss_minus=out.loss_minus,
-                             projected_grad=out.projected_grad)
-            if not math.isfinite(out.projected_grad):
-                result.diverged_at = step
+            out = _timed_step(engine, _counted_loss(objective, [batch], clock, result.throughput),
+                              int(step_seeds.integers(0, 2**31 - 1)), clock, result.throughput)
+            if not _record_zeroth_order_step(result, step, out):
                 break
-            result.last_finite = {"step": step, "loss_plus": out.loss_plus, "loss_minus": out.loss_minus}
             _end_of_step(result, objective, dev_batches, step, steps, eval_every, clock, bar, out.loss_plus)
             if checkpoint is not None and checkpoint.due(step, steps):
                 moments, groups = _optimizer_tensors(engine.optimizer)
@@ -367,7 +366,7 @@ def train_mezo_adam(*, objective: Objective, trainable: list[tuple[str, torch.Te
     return result
 
 
-def evaluate_untrained(*, objective: Objective, dev_batches: list[Batch], progress: bool = True) -> TrainResult:
+def evaluate_untrained(*, objective: Objective, dev_batches: list[Batch]) -> TrainResult:
     """Variants that train nothing (zero-shot, LP): one dev evaluation of the model as it is,
     recorded as step 0; the caller tests that same model."""
     result = TrainResult(curve_stride=1, curve={"steps": []})   # no step: an empty curve

@@ -55,12 +55,19 @@ class MeZO:
 
     @torch.no_grad()
     def step(self, loss_fn: Callable[[], float], seed: int) -> MezoStepResult:
+        out = self.estimate(loss_fn, seed)
+        self.restore_and_update(seed, out.projected_grad)
+        return out
+
+    @torch.no_grad()
+    def estimate(self, loss_fn: Callable[[], float], seed: int) -> MezoStepResult:
+        """+eps*z, loss+, -2*eps*z, loss-, and the projected gradient; the parameters are left at
+        p - eps*z for the caller to restore (`restore_and_update`, or `perturb(seed, +eps)`)."""
         self.perturb(seed, +self.eps)
         loss_plus = loss_fn()
         self.perturb(seed, -2.0 * self.eps)
         loss_minus = loss_fn()
         projected_grad = (loss_plus - loss_minus) / (2.0 * self.eps)
-        self.restore_and_update(seed, projected_grad)
         return MezoStepResult(loss_plus=loss_plus, loss_minus=loss_minus, projected_grad=projected_grad)
 
     @torch.no_grad()

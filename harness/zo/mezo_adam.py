@@ -40,7 +40,6 @@ class MeZOAdam:
                  weight_decay: float):
         # the MeZO engine only perturbs (weight decay is AdamW's here)
         self.engine = MeZO(named_parameters, lr=0.0, eps=eps, weight_decay=0.0)
-        self.params = self.engine.params
         self.optimizer = adamw_for(named_parameters, lr=lr, weight_decay=weight_decay)
 
     @property
@@ -54,18 +53,13 @@ class MeZOAdam:
 
     @torch.no_grad()
     def step(self, loss_fn: Callable[[], float], seed: int) -> MezoStepResult:
-        eps = self.engine.eps
-        self.engine.perturb(seed, +eps)
-        loss_plus = loss_fn()
-        self.engine.perturb(seed, -2.0 * eps)
-        loss_minus = loss_fn()
-        self.engine.perturb(seed, +eps)    # back to the step's starting point
-        projected_grad = (loss_plus - loss_minus) / (2.0 * eps)
+        out = self.engine.estimate(loss_fn, seed)
+        self.engine.perturb(seed, +self.engine.eps)    # back to the step's starting point
         for param, z in self.engine.noise(seed):
-            param.grad = z.mul_(projected_grad)
+            param.grad = z.mul_(out.projected_grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return MezoStepResult(loss_plus=loss_plus, loss_minus=loss_minus, projected_grad=projected_grad)
+        return out
 
     def close(self) -> None:
         self.engine.close()
