@@ -176,15 +176,29 @@ def micro_model(micro_tokenizer):
     return _build_micro_model(micro_tokenizer)
 
 
+def _test_machine(name: str, hardware: str) -> dict:
+    """environment.machine and machine_id of a test machine called `name`."""
+    from harness.results import schema
+    from harness.results.selection import machine_digest
+
+    machine = schema.Machine(kind=hardware.split(":")[0], cpu_vendor="TestVendor", cpu_model=f"test CPU {name}",
+                             cpu_signature="family 1 model 2 stepping 3", cpu_capability="AVX512", cpu_count=2,
+                             torch_threads=2, torch="2.13.0+cpu (abcdef012345)", numpy_blas="openblas 0.3 Haswell",
+                             float_env={})
+    return {"machine": machine, "machine_id": machine_digest(machine)}
+
+
 def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.5, test=0.5, zero_shot=0.5,
                 zero_fraction=0.0, status="completed", model="random-init:tiny", profile="smoke",
                 hardware="cpu", created="2026-01-01T00:00:00+00:00", steps=400, protocol_hash="h" * 64,
                 loss_plus=(0.7, 0.6), memory_peak=(100, 101, 150), steps_per_second=50.0, version=3,
-                eps=1e-3, weight_decay=0.0, grid=None, task="sst2", protocol_name=None):
+                eps=1e-3, weight_decay=0.0, grid=None, task="sst2", protocol_name=None, machine="A", curve=None):
     """A current-schema run record (harness.results.schema, every required field) for tests of
     readers (report, claims, gate): a FinishedRecord, or a FailedRecord for status "failed".
     grid: the profile's grid (default: this run's point alone, with seeds 13 and 42);
-    protocol_name: default "<task>-mezo"."""
+    protocol_name: default "<task>-mezo"; machine: a name for the machine identity (records of one name
+    share it), None for a record made before machines were recorded; curve: the loss curve (default: two
+    steps, loss_plus as given)."""
     from harness.results import schema
 
     grid = grid or {"seeds": [13, 42], "lr": [lr], "batch_size": [batch_size], "eps": [eps],
@@ -212,7 +226,8 @@ def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.
         environment=schema.Environment(
             packages={"python": "3.11.7", "torch": "2.13.0+cpu"},
             device=schema.Device(type=hardware.split(":")[0], platform="Linux", cpu="test CPU", cpu_count=2,
-                                 torch_threads=2, name=hardware.split(":")[-1], hardware_class=hardware)),
+                                 torch_threads=2, name=hardware.split(":")[-1], hardware_class=hardware),
+            **({} if machine is None else _test_machine(machine, hardware))),
         git=schema.Git(commit="f" * 40, dirty=False, root="/repo"),
     )
     if status == "failed":
@@ -240,7 +255,7 @@ def _make_record(variant="hf-mlm", k=16, seed=13, lr=1e-3, batch_size=64, dev=0.
                                        first_order_over_mezo=first_order / mezo_step,
                                        excess_mezo_over_inference=(mezo_step - 90) / (inference - 90),
                                        excess_first_order_over_mezo=(first_order - 90) / (mezo_step - 90))),
-        loss_curve=schema.LossCurve(stride=1, steps=list(range(1, len(loss_plus) + 1)), loss_plus=list(loss_plus)),
+        loss_curve=curve or schema.LossCurve(stride=1, steps=list(range(1, len(loss_plus) + 1)), loss_plus=list(loss_plus)),
         timing=schema.Timing(wall_seconds=10.0),
     )
 

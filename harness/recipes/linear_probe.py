@@ -17,6 +17,19 @@ Differences from the reference: it iterates its training set through a shuffled 
 here the k-shot training file's order. The logistic fit itself does not depend on the order,
 but the 5 cross-validation folds that pick C do (scikit-learn's StratifiedKFold, unshuffled),
 so the chosen C (recorded) can differ.
+
+Determinism. On one machine the fit is a function of the features: scikit-learn's default solver
+(lbfgs below 1.8, the pin) with numpy's BLAS held to one thread during the fit (threadpoolctl), so a
+thread count cannot change it; of equal cross-validation scores the first, i.e. the smallest C of
+the grid (np.logspace(-4, 4, 10)), wins (LogisticRegressionCV's argmax). Across machines it is not,
+and cannot be while it is the reference's setting: the features come from the model's forward pass,
+whose float rounding differs between CPU models (about 1e-7 relative), and lbfgs stopped at
+tol=1e-4 on a nearly separable problem with a weak penalty (C up to 1e4) does not damp that
+difference: on this project's machine, torch's kernels capped at AVX2 (ATEN_CPU_CAPABILITY,
+MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) instead of AVX-512 gave the same C but another
+stopping point (the smoke run's probe training accuracy 0.906 -> 0.938); on an Intel Xeon, LP-then-MeZO's
+first loss moved by 8.5e-4. The gate therefore compares LP-started trajectories across machines with
+a tolerance of its own (benchmarks/gate.toml) and exactly on one machine.
 """
 
 from __future__ import annotations
@@ -32,6 +45,14 @@ from harness.tasks.batching import Batch
 
 SOLVER_ARGS = {"max_iter": 5000, "fit_intercept": True, "multi_class": "multinomial", "random_state": 0, "tol": 1e-4}
 SOLVER = "sklearn.linear_model.LogisticRegressionCV(" + ", ".join(f"{k}={v!r}" for k, v in SOLVER_ARGS.items()) + ")"
+
+
+def _one_blas_thread():
+    """numpy's BLAS held to one thread (threadpoolctl, a scikit-learn dependency): a reduction split over
+    threads rounds differently per thread count."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @torch.no_grad()
@@ -52,7 +73,8 @@ def fit_linear_probe(head, train_batches: list[Batch]) -> LinearProbe:
     with warnings.catch_warnings():
         # scikit-learn >= 1.5 deprecates multi_class; the reference passes it, and the pin keeps it working
         warnings.filterwarnings("ignore", message=".*multi_class.*", category=FutureWarning)
-        probe = LogisticRegressionCV(**SOLVER_ARGS).fit(features, labels)
+        with _one_blas_thread():
+            probe = LogisticRegressionCV(**SOLVER_ARGS).fit(features, labels)
 
     weight, bias = head.label_rows()
     coef = torch.as_tensor(probe.coef_, dtype=weight.dtype, device=weight.device)

@@ -46,6 +46,7 @@ from harness.recipes.provenance import (
     code_fingerprint,
     device_info,
     git_state,
+    machine_identity,
     package_versions,
 )
 from harness.recipes.train import (
@@ -59,6 +60,7 @@ from harness.recipes.train import (
 from harness.results import schema
 from harness.results.run_state import RUNS, point_key
 from harness.results.schema import SCHEMA_VERSION
+from harness.results.selection import machine_digest
 from harness.results.store import new_run_id, record_path, utc_now, write_record
 from harness.tasks.batching import (
     Batch,
@@ -271,6 +273,7 @@ def _checkpoint(run: _Resolved, data: _Data, request: RunRequest) -> RunCheckpoi
     checkpoint = RunCheckpoint(folder,
                                fingerprint={"run_key": folder.name, "device_type": run.device.type,
                                             "device": device_info(run.device)["name"],
+                                            "machine_id": machine_digest(machine_identity(run.device)),
                                             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                                             "packages": package_versions(), "code": code_fingerprint(),
                                             "split_sha256": data.split.sha256(),
@@ -423,9 +426,15 @@ def _record_header(run: _Resolved, data: _Data, setup: _ModelSetup, started_at) 
         liveness=schema.Liveness(groups=len(setup.liveness.live) + len(setup.liveness.dead),
                                  dead_groups=setup.liveness.dead,
                                  dead_groups_perturbed=settings.perturb_dead_parameters),
-        environment=schema.Environment(packages=package_versions(), device=device_info(run.device)),
+        environment=_environment(run.device),
         git=git_state(),
     )
+
+
+def _environment(device) -> schema.Environment:
+    machine = machine_identity(device)
+    return schema.Environment(packages=package_versions(), device=device_info(device), machine=machine,
+                              machine_id=machine_digest(machine))
 
 
 def _train(run: _Resolved, setup: _ModelSetup, request: RunRequest, checkpoint: RunCheckpoint | None) -> _Trained:

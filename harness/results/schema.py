@@ -182,9 +182,36 @@ class Device(_DeviceRequired, total=False):
     cuda: str                     # CUDA only: torch's CUDA version
 
 
-class Environment(TypedDict):
+class _MachineRequired(TypedDict):
+    """What can change a run's floats on the same code and data (harness.recipes.provenance.machine_identity):
+    two runs of one grid point agree bit for bit only on one machine identity. No host name."""
+    kind: str                     # "cpu" or "cuda"
+    cpu_vendor: str | None        # /proc/cpuinfo vendor_id, e.g. "AuthenticAMD", "GenuineIntel"
+    cpu_model: str                # the CPU's model name
+    cpu_signature: str | None     # "family F model M stepping S" (one model name covers several generations)
+    cpu_capability: str           # the instruction set torch's CPU kernels dispatch to (torch.backends.cpu.get_cpu_capability())
+    cpu_count: int | None         # logical CPUs
+    torch_threads: int            # torch.get_num_threads(): reductions are split per thread
+    torch: str                    # torch.__version__ and the commit it was built from
+    numpy_blas: str | None        # numpy's BLAS library, version and kernel family (threadpoolctl; the linear probe's fit)
+    float_env: dict[str, str]     # environment variables that change kernels (MKL_CBWR, ONEDNN_MAX_CPU_ISA, ...), if set
+
+
+class Machine(_MachineRequired, total=False):
+    gpu: str                      # CUDA only: the GPU's name
+    gpu_capability: str           # CUDA only: compute capability, e.g. "9.0"
+    cuda: str                     # CUDA only: torch's CUDA version
+    cudnn: int | None             # CUDA only: cuDNN version
+
+
+class _EnvironmentRequired(TypedDict):
     packages: dict[str, str | None]  # "python" and each recorded package -> version; null: not installed
     device: Device                # the device the run used
+
+
+class Environment(_EnvironmentRequired, total=False):
+    machine: Machine              # what can change floats; absent in records made before it was recorded
+    machine_id: str               # sha256 (first 16 hex) of `machine`: the gate compares exactly only within one
 
 
 class Git(TypedDict):

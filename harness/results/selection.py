@@ -29,6 +29,46 @@ def model_matches(model_id: str, wanted: str) -> bool:
     return not model_id.startswith(RANDOM_INIT) and (model_id == wanted or model_id.endswith("/" + wanted))
 
 
+def machine_digest(machine: dict) -> str:
+    """A machine identity's id (schema.Environment.machine_id): the first 16 hex digits of the sha256 of its
+    canonical JSON (keys sorted)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(machine, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def machine_id(record: dict) -> str | None:
+    """The record's machine identity id, or None for a record made before machines were recorded
+    (its machine is unknown: never the same as any other's)."""
+    machine = record.get("environment", {}).get("machine")
+    return machine_digest(machine) if isinstance(machine, dict) else None
+
+
+def machine_summary(record: dict) -> str:
+    """The machine for messages: "AuthenticAMD AMD EPYC (family 26 model 2 stepping 1), AVX512, 2 threads,
+    torch 2.13.0+cpu (...) [id]"; "unknown machine" for records without one."""
+    machine = record.get("environment", {}).get("machine")
+    if not isinstance(machine, dict):
+        return "unknown machine (recorded before machine identities)"
+    cpu = " ".join(str(machine.get(key)) for key in ("cpu_vendor", "cpu_model") if machine.get(key))
+    if machine.get("cpu_signature"):
+        cpu += f" ({machine['cpu_signature']})"
+    parts = [cpu, str(machine.get("cpu_capability")), f"{machine.get('torch_threads')} threads", f"torch {machine.get('torch')}"]
+    if machine.get("gpu"):
+        parts[:0] = [f"{machine['gpu']} (sm {machine.get('gpu_capability')}, CUDA {machine.get('cuda')}, "
+                     f"cuDNN {machine.get('cudnn')})"]
+    if machine.get("float_env"):
+        parts.append(" ".join(f"{k}={v}" for k, v in sorted(machine["float_env"].items())))
+    return ", ".join(parts) + f" [{machine_id(record)}]"
+
+
+def device_kind(record: dict) -> str:
+    """"cpu" or "cuda": runs of one kind are compared by the gate (exactly on one machine, within measured
+    tolerances across machines); across kinds the z stream itself differs."""
+    return record["environment"]["device"]["type"]
+
+
 def hardware_class(record: dict) -> str:
     return record["environment"]["device"].get("hardware_class", record["environment"]["device"]["type"])
 

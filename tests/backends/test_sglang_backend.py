@@ -103,8 +103,18 @@ def test_projected_gradients_match_hugging_face_over_steps(micro_batch, mlm_obje
                          for step in range(8)]
     assert runs["sglang"] == pytest.approx(runs["hf"], rel=1e-3, abs=1e-4)
     assert any(abs(g) > 1e-2 for g in runs["hf"])   # the steps did move the model
-    for (name, view), (_, param) in zip(fresh.named_parameters(), hf.named_parameters()):
-        assert torch.allclose(view, param.detach(), atol=1e-6), name
+    # The weights may differ by what the arithmetic allows: each step adds -lr * g * z, so projected
+    # gradients that differ by |dg| (float rounding in each backend's kernels; ~3e-5 on another CPU model)
+    # move a weight apart by lr * |dg| * |z| per step. Plus the rounding of the in-place passes: 4
+    # roundings a step (+eps z, -2 eps z, the fused restore-and-update's two), 32 over 8 steps, each at
+    # most half an ulp of the weight: 32 * 2**-24 * |w| on each side, at least 1e-6.
+    replay = MeZO(list(hf.named_parameters()), lr=0.0, eps=1e-3, weight_decay=0.0)
+    allowed = [(32 * 2.0**-23 * param.detach().abs()).clamp_min(1e-6) for param in hf.parameters()]
+    for step, (g_hf, g_sglang) in enumerate(zip(runs["hf"], runs["sglang"])):
+        for bound, (_, z) in zip(allowed, replay.noise(seed=step)):
+            bound.add_(z.abs(), alpha=1e-2 * abs(g_sglang - g_hf))
+    for (name, view), (_, param), bound in zip(fresh.named_parameters(), hf.named_parameters(), allowed):
+        assert bool(((view - param.detach()).abs() <= bound).all()), name
 
 
 def test_simulated_radix_hits_pinned():

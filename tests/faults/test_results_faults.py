@@ -84,7 +84,7 @@ def test_a_metric_marked_optional_may_be_missing(make_record, baseline, tmp_path
 
 
 @pytest.mark.parametrize("optional, message", [
-    ('"yes"', r"optional: must be a table of conditions \(profile, hardware\) or true/false, got 'yes'"),
+    ('"yes"', r"optional: must be a table of conditions \(profile, hardware, linear_probe\) or true/false, got 'yes'"),
     ('{ gpu = "h100" }', r"optional: unknown key 'gpu'"),
 ])
 def test_a_bad_optional_names_the_metric(tmp_path, cli, baseline, optional, message):
@@ -117,7 +117,7 @@ def test_a_candidate_without_metrics_is_a_regression_not_a_key_error(make_record
 @pytest.mark.parametrize("change, says", [
     ({"protocol_hash": "9" * 64}, "protocol hash 999999999999 here but hhhhhhhhhhhh in the baseline"),
     ("data", "data test:bbbbbbbb,train:99999999 here but test:bbbbbbbb,train:aaaaaaaa in the baseline"),
-    ({"hardware": "cuda:NVIDIA H100"}, "hardware class cuda:NVIDIA H100 here but cpu in the baseline"),
+    ({"hardware": "cuda:NVIDIA H100"}, "device kind cuda here but cpu in the baseline"),
     ({"variant": "hf-mlm-acc"}, ("the baseline has no run of hf-mlm-acc k=16 at this grid point (no run of "
                                  "hf-mlm-acc at all)")),
     ({"lr": 1e-4}, "the baseline has no run of hf-mlm k=16 at this grid point"),

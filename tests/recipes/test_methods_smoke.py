@@ -4,6 +4,7 @@ Pinned: what each trains, its record's method-specific blocks, and its losses an
 (CPU fp32, torch 2.13: deterministic)."""
 
 import json
+import math
 
 import pytest
 
@@ -14,6 +15,8 @@ from harness.results.schema import missing_fields, undeclared_fields
 pytest.importorskip("sklearn")
 pytest.importorskip("peft")
 
+# The machine the pins were recorded on (the linear probe's pins hold only there; see test_pinned_numbers)
+PINNING_MACHINE = {"cpu_vendor": "AuthenticAMD", "cpu_capability": "AVX512", "numpy_blas": "openblas 0.3.31.188.0 Haswell"}
 MEASURED_MEMORY = ("hf-zero-shot", "hf-mlm-adam")   # the others skip it to keep the test short
 # variant -> (updated parameters, train loss before training, after it, test accuracy)
 PINNED = {
@@ -40,6 +43,11 @@ def records(tmp_path_factory, shared_data, short_protocol) -> dict[str, dict]:
             for record in (json.loads(path.read_text()) for path in out.rglob("*.json"))}
 
 
+def _on_the_pinning_machine(record: dict) -> bool:
+    machine = record["environment"]["machine"]
+    return all(machine.get(key) == value for key, value in PINNING_MACHINE.items())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(PINNED))
 def test_pinned_numbers(records, variant):
@@ -50,7 +58,16 @@ def test_pinned_numbers(records, variant):
     updated, loss_start, loss_end, test_accuracy = PINNED[variant]
     metrics = record["metrics"]
     assert record["model"]["updated_parameters"] == updated
-    assert (metrics["train_loss_start"], metrics["train_loss_end"]) == pytest.approx((loss_start, loss_end), rel=1e-6)
+    if record["variant"].get("linear_probe") and not _on_the_pinning_machine(record):
+        # the probe's fit is machine-dependent (harness/recipes/linear_probe.py; gate.toml measured it):
+        # elsewhere only what holds on any machine, plus test_linear_probe_starts_lp_then_mezo
+        assert all(math.isfinite(value) for value in (metrics["train_loss_start"], metrics["train_loss_end"]))
+        assert metrics["train_loss_start"] < records["hf-zero-shot"]["metrics"]["train_loss_start"]
+        return
+    # 2e-5: the gate's cross-machine tolerance (benchmarks/gate.toml: 4x the largest float spread measured
+    # between CPUs over the first 200 smoke steps; these runs take 20); same-machine values are identical
+    assert (metrics["train_loss_start"], metrics["train_loss_end"]) == pytest.approx((loss_start, loss_end), abs=2e-5)
+    # identical on every CPU measured (gate.toml): one flipped prediction of 872 would be 1.1e-3
     assert metrics["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-6)
     # zero-shot is measured before anything is fitted or trained: the same prompt model for all
     # but the prefix variants, whose prefix is part of the model from the start

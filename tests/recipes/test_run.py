@@ -10,6 +10,7 @@ import torch
 
 from harness.cli import main
 from harness.protocol.loading import load_protocol
+from harness.results.selection import machine_digest
 
 # MeZO's own generated SST-2 k=16 seed-13 split files (issue 10), byte for byte
 SMOKE_SPLIT_SHA256 = {"train": "934595d497443cbea542f9b2762a0c69ca4c4059a627e350dc042293f47b3cc9",
@@ -30,6 +31,23 @@ def smoke_record(sst2_protocol, sst2_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_the_machine_identity_holds_what_changes_floats_and_no_host_name(monkeypatch):
+    import socket
+
+    from harness.recipes.provenance import machine_identity
+
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    plain = machine_identity(torch.device("cpu"))
+    assert plain["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert plain["torch_threads"] == torch.get_num_threads() and plain["torch"].startswith(torch.__version__)
+    assert socket.gethostname() not in json.dumps(plain)
+    assert machine_identity(torch.device("cpu")) == plain   # stable
+    monkeypatch.setenv("MKL_CBWR", "AVX2")   # a kernel-changing variable is another identity
+    capped = machine_identity(torch.device("cpu"))
+    assert capped["float_env"] == {**plain["float_env"], "MKL_CBWR": "AVX2"}
+    assert machine_digest(capped) != machine_digest(plain)
+
+
 def test_smoke_run_lowers_the_training_loss(smoke_record):
     _, record = smoke_record
     metrics = record["metrics"]
@@ -80,6 +98,11 @@ def test_record_describes_its_run(sst2_protocol, smoke_record):
     assert packages["torch"] and packages["transformers"] and packages["python"]
     assert "peft" in packages and "sglang" in packages
     assert record["environment"]["device"]["hardware_class"] == "cpu"
+    machine = record["environment"]["machine"]
+    assert machine["kind"] == "cpu" and machine["cpu_model"] == record["environment"]["device"]["cpu"]
+    assert machine["cpu_capability"] and machine["torch"].startswith(packages["torch"])
+    assert machine["torch_threads"] == record["environment"]["device"]["torch_threads"]
+    assert record["environment"]["machine_id"] == machine_digest(machine)
     assert set(record["git"]) == {"commit", "dirty", "root"}
     throughput = record["throughput"]
     assert throughput["forward_passes"] == 800                      # two per MeZO step
