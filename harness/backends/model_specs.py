@@ -1,8 +1,10 @@
 """Architectures for random-init models (no weights needed), by name.
 
 roberta-base / roberta-large are the published configs of those checkpoints, so memory
-and throughput measured on them are those of the real models. `tiny` is for tests and
-CPU smoke runs; its vocabulary size is taken from the tokenizer.
+and throughput measured on them are those of the real models; bert-tiny is BERT-Tiny's
+(google/bert_uncased_L-2_H-128_A-2), the architecture of the pretrained stand-in. `tiny` is for
+tests and CPU smoke runs; its vocabulary size is taken from the tokenizer. Each config's family
+(harness.backends.families) is RANDOM_INIT_FAMILIES' entry, RoBERTa where there is none.
 """
 
 _ROBERTA_COMMON = dict(
@@ -32,7 +34,13 @@ RANDOM_INIT_CONFIGS: dict[str, dict] = {
         _ROBERTA_COMMON, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=128, vocab_size=None,
     ),
+    "bert-tiny": dict(
+        vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
+        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu",
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, initializer_range=0.02,
+    ),
 }
+RANDOM_INIT_FAMILIES = {"bert-tiny": "bert"}
 
 RANDOM_INIT_PREFIX = "random-init:"
 TRAINED_BPE_PREFIX = "trained-bpe:"

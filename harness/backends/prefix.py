@@ -11,11 +11,13 @@ and value projections of them (the reference reads the same numbers from the mod
 freezes every parameter without "prefix" in its name, the LM head included; so does
 `apply_prefix`.
 
-The reference patches `RobertaAttention.forward` to pass the prefix as `past_key_value`, which
-transformers >= 4.40 no longer concatenates for an encoder; here the self-attention module's
-class is swapped for a subclass (PrefixRobertaSelfAttention) whose forward concatenates them (prefix first, as there), with
-the module's own attention implementation (eager or SDPA). Parameter names stay the model's,
-plus `<layer>.attention.self.prefix_keys` / `.prefix_values`.
+The reference passes the prefix as `past_key_value` to `RobertaAttention` and concatenates it in
+its own bundled `modeling_roberta.py` (so its behaviour does not depend on the installed
+transformers); here the self-attention module's class is swapped for a subclass
+(PrefixRobertaSelfAttention, PrefixBertSelfAttention: one per model family, named by the family's
+`prefix_attention`, harness.backends.families) whose forward concatenates them (prefix first, as there), with the module's own
+attention implementation (eager or SDPA). Parameter names stay the model's, plus
+`<layer>.attention.self.prefix_keys` / `.prefix_values`.
 """
 
 from __future__ import annotations
@@ -23,18 +25,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.roberta.modeling_roberta import RobertaSelfAttention, eager_attention_forward
+from transformers.models.bert import modeling_bert
+from transformers.models.roberta import modeling_roberta
+
+from harness.backends.families import family_of
 
 
 def _self_attention_modules(model) -> list[nn.Module]:
-    return [layer.attention.self for layer in model.roberta.encoder.layer]
+    return [layer.attention.self for layer in family_of(model).encoder_of(model).encoder.layer]
 
 
-class PrefixRobertaSelfAttention(RobertaSelfAttention):
-    """RobertaSelfAttention with `num_prefix` prefix keys and values in front of the tokens' own.
-    A module level class, so a model with prefixes pickles (CPU memory is measured in a child
-    process that unpickles the model)."""
+class _PrefixSelfAttention:
+    """A family's self-attention with `num_prefix` prefix keys and values in front of the tokens' own
+    (mixed into a subclass of it). The subclasses are module level classes, so a model with prefixes
+    pickles (CPU memory is measured in a child process that unpickles the model)."""
 
+    eager_attention_forward = None   # the family's eager attention (a staticmethod in each subclass)
     num_prefix: int
     prefix_keys: nn.Parameter      # [num_prefix, hidden]
     prefix_values: nn.Parameter    # [num_prefix, hidden]
@@ -55,7 +61,8 @@ class PrefixRobertaSelfAttention(RobertaSelfAttention):
             prefix_columns = visible((*attention_mask.shape[:-1], self.num_prefix), dtype=attention_mask.dtype,
                                      device=attention_mask.device)
             attention_mask = torch.cat([prefix_columns, attention_mask], dim=-1)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                          type(self).eager_attention_forward)
         output, weights = attention(self, query, key, value, attention_mask,
                                     dropout=0.0 if not self.training else self.dropout.p,
                                     scaling=self.scaling, **kwargs)
@@ -65,6 +72,14 @@ class PrefixRobertaSelfAttention(RobertaSelfAttention):
         """[num_prefix, hidden] -> [batch, heads, num_prefix, head size]."""
         heads = prefix.view(self.num_prefix, -1, self.attention_head_size).transpose(0, 1)
         return heads.unsqueeze(0).expand(batch, *heads.shape)
+
+
+class PrefixRobertaSelfAttention(_PrefixSelfAttention, modeling_roberta.RobertaSelfAttention):
+    eager_attention_forward = staticmethod(modeling_roberta.eager_attention_forward)
+
+
+class PrefixBertSelfAttention(_PrefixSelfAttention, modeling_bert.BertSelfAttention):
+    eager_attention_forward = staticmethod(modeling_bert.eager_attention_forward)
 
 
 @torch.no_grad()
@@ -81,7 +96,7 @@ def real_activation_prefixes(model, num_prefix: int, seed: int) -> list[tuple[to
                 captured.setdefault(index, {})[name] = output[0].detach().clone()
             hooks.append(getattr(attention, name).register_forward_hook(keep))
     try:
-        model.roberta(input_ids=tokens.to(next(model.parameters()).device))
+        family_of(model).encoder_of(model)(input_ids=tokens.to(next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -89,18 +104,20 @@ def real_activation_prefixes(model, num_prefix: int, seed: int) -> list[tuple[to
 
 
 def apply_prefix(model, *, num_prefix: int, seed: int) -> dict:
-    """Add trainable prefix keys and values to every layer of a RoBERTa model in place, initialised
-    from real activations, and freeze every other parameter. Returns the record's `model.prefix`."""
+    """Add trainable prefix keys and values to every layer of a masked LM (RoBERTa, BERT) in place,
+    initialised from real activations, and freeze every other parameter. Returns the record's `model.prefix`."""
     if num_prefix < 1:
         raise ValueError(f"num_prefix must be >= 1, got {num_prefix}")
     was_training = model.training
     model.eval()
     initial = real_activation_prefixes(model, num_prefix, seed)
     model.train(was_training)
+    family = family_of(model)
+    expected, prefixed = family.self_attention_class(), family.prefix_attention_class()
     for attention, (keys, values) in zip(_self_attention_modules(model), initial, strict=True):
-        if type(attention) is not RobertaSelfAttention:
-            raise ValueError(f"prefix tuning expects RobertaSelfAttention modules, found {type(attention).__name__}")
-        attention.__class__ = PrefixRobertaSelfAttention
+        if type(attention) is not expected:
+            raise ValueError(f"prefix tuning expects {expected.__name__} modules, found {type(attention).__name__}")
+        attention.__class__ = prefixed
         attention.num_prefix = num_prefix
         attention.prefix_keys = nn.Parameter(keys)
         attention.prefix_values = nn.Parameter(values)

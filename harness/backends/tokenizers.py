@@ -1,4 +1,5 @@
-"""Tokenizers: hub ids and local paths (`AutoTokenizer.from_pretrained`), or
+"""Tokenizers: hub ids and local paths (`AutoTokenizer.from_pretrained`), a pretrained stand-in's
+(`pretrained:<name>`, its folder in the installed package: harness.backends.standins), or
 `trained-bpe:<vocab size>`, an offline stand-in for RoBERTa's tokenizer: a byte-level BPE
 trained on the task's training sentences, with RoBERTa's special tokens `<s> <pad> </s> <unk>`
 (ids 0..3) and `<mask>` (deterministic: same text and size, same tokenizer).
@@ -12,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from harness.backends.model_specs import TRAINED_BPE_PREFIX, parse_trained_bpe
+from harness.backends.standins import is_standin, resolve_standin
 from harness.core.errors import HarnessError
 
 BPE_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa's ids 0..3, then <mask>
@@ -49,11 +51,12 @@ def load_tokenizer(spec: str, training_sentences: list[str], label_words: tuple[
     else:
         from transformers import AutoTokenizer
 
+        source = str(resolve_standin(spec)[0]) if is_standin(spec) else spec
         try:
-            tokenizer = AutoTokenizer.from_pretrained(spec)
+            tokenizer = AutoTokenizer.from_pretrained(source)
         except Exception as error:  # hub unreachable, bad path, bad files
             raise HarnessError(f"could not load tokenizer {spec!r} ({type(error).__name__}: {error}); "
-                               f"offline, use a local path or 'trained-bpe:<vocab size>'") from None
+                               f"offline, use a local path, 'pretrained:<name>' or 'trained-bpe:<vocab size>'") from None
         info = {"id": spec}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     info["sha256"] = hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None

@@ -7,8 +7,9 @@ list. A run is one GridPoint; `mezo-bench bench` runs them all, and every record
 profile's grid for its k (`protocol.grid`), so a reader can tell a complete grid. Unknown keys
 and bad values fail with a message naming the key and the allowed values.
 
-Special model and tokenizer values for offline work: `random-init:<tiny|roberta-base|
-roberta-large>` (harness.backends.model_specs) and `trained-bpe:<vocab size>[+label-words]`
+Special model and tokenizer values for offline work: `pretrained:<name>` (a pretrained stand-in
+shipped in a package, harness.backends.standins), `random-init:<tiny|roberta-base|roberta-large|bert-tiny>`
+(harness.backends.model_specs) and `trained-bpe:<vocab size>[+label-words]`
 (harness.backends.tokenizers); anything else is a hub id or a local path."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harness.backends.model_specs import (
     TRAINED_BPE_PREFIX,
     parse_trained_bpe,
 )
+from harness.backends.standins import PRETRAINED_PREFIX, STANDINS
 from harness.backends.registry import backend_entry
 from harness.core.dtypes import DTYPE_NAMES
 from harness.core.errors import HarnessError
@@ -126,6 +128,10 @@ class RunSettings:
             config = self.model[len(RANDOM_INIT_PREFIX):]
             if config not in RANDOM_INIT_CONFIGS:
                 invalid("model", f"random-init config must be one of {sorted(RANDOM_INIT_CONFIGS)}", config)
+        for name in ("model", "tokenizer"):
+            value = getattr(self, name)
+            if value.startswith(PRETRAINED_PREFIX) and value[len(PRETRAINED_PREFIX):] not in STANDINS:
+                invalid(name, f"pretrained stand-in must be one of {sorted(PRETRAINED_PREFIX + n for n in STANDINS)}", value)
         if self.tokenizer.startswith(TRAINED_BPE_PREFIX):
             size, _ = parse_trained_bpe(self.tokenizer)
             if not size.isdigit() or not 256 < int(size) <= 1_000_000:

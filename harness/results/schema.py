@@ -131,8 +131,8 @@ class Prefix(TypedDict):
 
 
 class _ModelRequired(TypedDict):
-    id: str                       # the model spec as given (hub id, local path, "random-init:<size>")
-    revision: str | None          # hub commit, "sha256:<hex>" of local weights, or null (random-init)
+    id: str                       # the model spec as given (hub id, local path, "random-init:<size>", "pretrained:<name>")
+    revision: str | None          # hub commit, "sha256:<hex>" of local or stand-in weights, or null (random-init)
     num_parameters: int           # all parameters of the model as run (heads and adapters included)
     dtype: str                    # parameter dtype name
     trainable_parameters: int     # parameters of the variant's trainable set
@@ -142,7 +142,9 @@ class _ModelRequired(TypedDict):
 class Model(_ModelRequired, total=False):
     """The model as run (harness.backends: LoadedModel.info plus parameter counts)."""
     init_seed: int                # random-init only: seed of the weights
-    config: dict[str, Any]        # random-init only: the RobertaConfig values
+    config: dict[str, Any]        # random-init only: the config values (RobertaConfig, BertConfig)
+    family: str                   # models of a family other than RoBERTa: its name (harness.backends.families)
+    package: str                  # pretrained stand-ins only: the package that ships it, "name==version"
     lm_decoder: LmDecoder         # masked-LM heads only (absent for "cls" and in schema 1)
     head: str                     # which head computes the label logits (absent in schema 1)
     lora: Lora                    # LoRA variants only

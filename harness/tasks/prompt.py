@@ -1,7 +1,10 @@
 """Prompt encoding and label words, as LM-BFF's `tokenize_multipart_input` (prompt mode) does it.
 
 Each template part (harness.tasks.template) is tokenized on its own, without special tokens:
-a special-token part is that token, a sentence part is the edited sentence, encoded, then cut
+a special-token part is that token (`"<s>"`, `"</s>"`, `"<mask>"` name LM-BFF's cls, sep and mask
+slots: the tokenizer's `cls_token`, `sep_token`, `mask_token`, so one template serves RoBERTa's BPE
+and BERT's WordPiece, as LM-BFF's `*cls*` is `tokenizer.cls_token_id` for every model; another
+special token of the tokenizer stands for itself), a sentence part is the edited sentence, encoded, then cut
 to `first_sent_limit` tokens (sentence 0) or `other_sent_limit` (the others) when set; a
 one-character text part is looked up as a token (`convert_tokens_to_ids`), longer text is
 encoded. The parts are concatenated and the tail cut at `max_length`. Like LM-BFF (which asserts
@@ -17,6 +20,15 @@ from harness.core.errors import HarnessError
 from harness.tasks.batching import EncodedExample
 from harness.tasks.spec import Example
 from harness.tasks.template import MASK_SLOT, SentencePart, parse_template
+
+# The template's names of LM-BFF's slots -> the tokenizer attribute holding that token
+SLOT_TOKENS = {"<s>": "cls_token", "</s>": "sep_token", MASK_SLOT: "mask_token"}
+
+
+def slot_token(tokenizer, part: str) -> str | None:
+    """The tokenizer's token for a template slot ("<s>" -> "[CLS]" for BERT), or None for other parts."""
+    attribute = SLOT_TOKENS.get(part)
+    return getattr(tokenizer, attribute, None) if attribute else None
 
 
 def label_word_ids(tokenizer, label_words: tuple[str, ...]) -> list[int]:
@@ -42,6 +54,8 @@ class PromptEncoder:
         for part in parse_template(template):
             if isinstance(part, SentencePart):
                 self.parts.append(part)
+            elif slot_token(tokenizer, part) in special:
+                self.parts.append([tokenizer.convert_tokens_to_ids(slot_token(tokenizer, part))])
             elif part in special:
                 self.parts.append([tokenizer.convert_tokens_to_ids(part)])
             elif part.startswith("<") and part.endswith(">") and " " not in part:
@@ -51,9 +65,8 @@ class PromptEncoder:
                 self.parts.append([tokenizer.convert_tokens_to_ids(part)])
             else:
                 self.parts.append(tokenizer.encode(part, add_special_tokens=False))
-        if MASK_SLOT in template and tokenizer.mask_token != MASK_SLOT:
-            raise HarnessError(f"the template's {MASK_SLOT!r} is not this tokenizer's mask token "
-                               f"({tokenizer.mask_token!r})")
+        if MASK_SLOT in template and tokenizer.mask_token is None:
+            raise HarnessError(f"the template has {MASK_SLOT!r} but this tokenizer has no mask token")
         self._mask_index = template.index(MASK_SLOT) if MASK_SLOT in template else None
         template_length = sum(len(p) for p in self.parts if not isinstance(p, SentencePart))
         if max_length - template_length < 1:

@@ -184,3 +184,19 @@ def test_sglang_run_end_to_end_matches_the_pinned_hf_trajectory(six_steps, sst2_
                              capture_output=True, text=True, cwd=REPO, env={**os.environ}, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert (tmp_path / "rebuilt" / "model.safetensors").is_file()
+
+
+def test_the_backend_refuses_a_bert_model_with_the_reason(micro_tokenizer):
+    """Only RoBERTa's parity with Hugging Face is established; a BERT model is refused before SGLang
+    builds anything (issue 23)."""
+    import dataclasses
+
+    from harness.backends.sglang.backend import SGLangBackend
+    from harness.core.errors import HarnessError
+    from harness.protocol.loading import load_protocol
+    from harness.protocol.variants import get_variant
+
+    settings = dataclasses.replace(load_protocol(REPO / "benchmarks" / "sst2" / "protocol.toml").run_settings(
+        "smoke", "sglang-mlm"), model="random-init:bert-tiny")
+    with pytest.raises(HarnessError, match=r"serves RoBERTa only .* is bert: its parity is not established"):
+        SGLangBackend().build_model(get_variant("sglang-mlm"), settings, micro_tokenizer, 2, torch.device("cpu"), 13)

@@ -8,6 +8,7 @@ import torch
 
 from harness.backends.base import LoadedModel
 from harness.backends.hf import load_model
+from harness.core.errors import HarnessError
 
 
 class SGLangBackend:
@@ -19,10 +20,17 @@ class SGLangBackend:
 
     def build_model(self, variant, settings, tokenizer, num_labels: int, device: torch.device,
                     seed: int) -> LoadedModel:
+        from harness.backends.families import family_of
         from harness.backends.sglang.runner import SGLangMaskedLM
 
         loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype,
                             device=device, lm_decoder=settings.lm_decoder)
+        if family_of(loaded.model).name != "roberta":
+            raise HarnessError(
+                f"the SGLang backend serves RoBERTa only (SGLang's XLMRobertaBaseModel under our masked-LM head, "
+                f"tested for parity with Hugging Face); model {settings.model!r} is "
+                f"{family_of(loaded.model).name}: its parity is not established, so it is refused. "
+                "Use the hf-* variants for it")
         # The runner's pools must hold the largest batch; the radix measurement keeps one pass's
         # tokens cached while the next runs, hence twice that.
         max_requests = max(settings.eval_batch_size, *(size for sizes in settings.batch_size.values() for size in sizes))
