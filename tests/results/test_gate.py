@@ -262,20 +262,19 @@ def test_a_non_finite_candidate_value_regresses(make_record):
     assert compare_metric(m, 0.5, "0.5")[0] == "regressed"
 
 
-def test_bad_across_machines_rule_names_the_field(tmp_path):
+METRIC_A = '[metrics.a]\npath = "x"\ndirection = "down"\nkind = "exact"\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (METRIC_A + 'across_machines = "sometimes"\n', r"\[metrics.a\]: field 'across_machines' must be a table"),
+    (METRIC_A + 'across_machines = { kind = "abs", tolerance = -1 }\n',
+     r"\[metrics.a\] across_machines: field 'tolerance' must be a number >= 0"),
+    (METRIC_A + 'across_machines = { kind = "abs", tolerance = 1, steps = 0 }\n',
+     r"across_machines: field 'steps' must be an integer >= 1, got 0"),
+    ('[across_machines]\nnot_comparable = { variant = "x" }\n' + METRIC_A, r"not_comparable: unknown key 'variant'"),
+])
+def test_bad_across_machines_rule_names_the_field(tmp_path, text, message):
     path = tmp_path / "gate.toml"
-    path.write_text('[metrics.a]\npath = "x"\ndirection = "down"\nkind = "exact"\nacross_machines = "sometimes"\n')
-    with pytest.raises(HarnessError, match=r"\[metrics.a\]: field 'across_machines' must be a table"):
-        load_gate_config(path)
-    path.write_text('[metrics.a]\npath = "x"\ndirection = "down"\nkind = "exact"\n'
-                    'across_machines = { kind = "abs", tolerance = -1 }\n')
-    with pytest.raises(HarnessError, match=r"\[metrics.a\] across_machines: field 'tolerance' must be a number >= 0"):
-        load_gate_config(path)
-    path.write_text('[metrics.a]\npath = "x"\ndirection = "down"\nkind = "exact"\n'
-                    'across_machines = { kind = "abs", tolerance = 1, steps = 0 }\n')
-    with pytest.raises(HarnessError, match=r"across_machines: field 'steps' must be an integer >= 1, got 0"):
-        load_gate_config(path)
-    path.write_text('[across_machines]\nnot_comparable = { variant = "x" }\n[metrics.a]\npath = "x"\n'
-                    'direction = "down"\nkind = "exact"\n')
-    with pytest.raises(HarnessError, match=r"not_comparable"):
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message):
         load_gate_config(path)
