@@ -12,7 +12,10 @@ The candidate's latest record of a point is compared with a baseline record of t
   benchmarks/gate.toml is compared with its own rule: loss trajectories exactly.
 - **across machines**: where the baseline has no record of that identity, its latest record of the
   point, compared with the metric's `across_machines` rule: a tolerance measured across machines
-  (gate.toml says where each number comes from), or `"skip"` (timings: never across machines).
+  (gate.toml says where each number comes from; for a trajectory, a tight one over its first
+  `steps` steps and a loose `late_tolerance` after, as float differences can grow chaotically), or
+  `"skip"` (timings: never across machines). `[across_machines.<name>]` tables give kinds of runs
+  (started from a linear probe; on CUDA) rules of their own across machines.
   A record made before machine identities were recorded is of an unknown machine: never the same.
 
 The report says, per run, which baseline machine it used and whether the comparison was exact or
@@ -50,7 +53,7 @@ from harness.results.selection import (
 )
 
 METRIC_KEYS = ("path", "direction", "kind", "tolerance", "noise_floor", "only", "optional", "across_machines")
-RULE_KEYS = ("kind", "tolerance", "noise_floor", "steps")   # of an `across_machines` table
+RULE_KEYS = ("kind", "tolerance", "noise_floor", "steps", "late_tolerance")   # of an `across_machines` table
 # of `only` and `optional`: the run's profile, hardware kind (cpu, cuda), whether it starts from a linear probe
 CONDITION_KEYS = ("profile", "hardware", "linear_probe")
 KINDS = ("abs", "rel", "exact")
@@ -63,11 +66,12 @@ class Rule:
     """How a metric may move: kind "abs" (tolerance in the metric's unit; on a loss trajectory, on every
     point of every loss series), "rel" (fraction of the baseline) or "exact"; changes below noise_floor
     never count. steps (trajectories only): the tolerance applies to the points up to this step; later
-    points must only be finite."""
+    points must be finite and within late_tolerance (None: any finite value)."""
     kind: str
     tolerance: float = 0.0
     noise_floor: float = 0.0
     steps: int | None = None
+    late_tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,34 @@ class GateMetric:
 
 
 @dataclass(frozen=True)
+class Override:
+    """`[across_machines.<name>]`: for runs meeting `when` (conditions as for `only`), against another
+    machine's baseline, these metrics' rules instead of their own `across_machines` (a Rule or SKIP);
+    `rules = "skip"` skips every metric (only completion and finite values are then checked)."""
+    name: str
+    when: dict
+    rules: dict | str
+
+
+@dataclass(frozen=True)
 class GateConfig:
-    """benchmarks/gate.toml: its metrics, and which runs are not comparable across machines at all
-    (`[across_machines] not_comparable`, conditions as for `only`): for those, against another
-    machine's baseline, only completion and finite values are checked."""
+    """benchmarks/gate.toml: its metrics and the cross-machine overrides for kinds of runs."""
     metrics: list[GateMetric]
-    not_comparable: dict | None = None
+    overrides: tuple[Override, ...] = ()
 
     def __iter__(self):
         return iter(self.metrics)
+
+    def rule(self, metric: GateMetric, record: dict, comparison: str) -> Rule | str:
+        """The rule a metric is compared with for this (baseline) run and comparison."""
+        if comparison == ACROSS_MACHINES:
+            for override in self.overrides:
+                if _holds(override.when, record):
+                    if override.rules == SKIP:
+                        return SKIP
+                    if metric.name in override.rules:
+                        return override.rules[metric.name]
+        return metric.rule_for(comparison)
 
 
 def _rule(table: dict, where: str) -> Rule:
@@ -119,19 +142,19 @@ def _rule(table: dict, where: str) -> Rule:
     steps = table.get("steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise HarnessError(f"{where}: field 'steps' must be an integer >= 1, got {steps!r}")
-    return Rule(table["kind"], float(tolerance), float(noise_floor), steps)
+    late = table.get("late_tolerance")
+    if late is not None and (not isinstance(late, (int, float)) or isinstance(late, bool) or late < 0 or steps is None):
+        raise HarnessError(f"{where}: field 'late_tolerance' must be a number >= 0 and needs 'steps', got {late!r}")
+    return Rule(table["kind"], float(tolerance), float(noise_floor), steps, None if late is None else float(late))
 
 
 def load_gate_config(path: str | Path) -> GateConfig:
     path = Path(path)
     raw = read_toml(path, "gate config")
     check_keys(raw, ("metrics", "across_machines"), str(path))
-    across_table = raw.get("across_machines", {})
-    if not isinstance(across_table, dict):
-        raise HarnessError(f"{path}: [across_machines] must be a table, got {across_table!r}")
-    check_keys(across_table, ("not_comparable",), f"{path} [across_machines]")
-    not_comparable = (_conditions(across_table["not_comparable"], f"{path} [across_machines] not_comparable")
-                      if "not_comparable" in across_table else None)
+    across_tables = raw.get("across_machines", {})
+    if not isinstance(across_tables, dict):
+        raise HarnessError(f"{path}: [across_machines] must hold tables, got {across_tables!r}")
     metrics = []
     for name, table in raw.get("metrics", {}).items():
         where = f"{path} [metrics.{name}]"
@@ -158,7 +181,36 @@ def load_gate_config(path: str | Path) -> GateConfig:
                                   rule.tolerance, only, rule.noise_floor, optional, across))
     if not metrics:
         raise HarnessError(f"{path}: no [metrics.*] tables")
-    return GateConfig(metrics, not_comparable)
+    return GateConfig(metrics, tuple(_override(name, table, f"{path} [across_machines.{name}]", metrics)
+                                     for name, table in across_tables.items()))
+
+
+def _override(name: str, table, where: str, metrics: list[GateMetric]) -> Override:
+    if not isinstance(table, dict):
+        raise HarnessError(f"{where}: must be a table (when, rules), got {table!r}")
+    check_keys(table, ("when", "rules"), where)
+    if "when" not in table or "rules" not in table:
+        raise HarnessError(f"{where}: needs 'when' (conditions) and 'rules' (a table of metric rules, or \"{SKIP}\")")
+    when = _conditions(table["when"], f"{where} when")
+    rules = table["rules"]
+    if rules == SKIP:
+        return Override(name, when, SKIP)
+    if not isinstance(rules, dict):
+        raise HarnessError(f"{where}: field 'rules' must be a table of metric rules or \"{SKIP}\", got {rules!r}")
+    known = {metric.name for metric in metrics}
+    parsed: dict = {}
+    for metric_name, rule in rules.items():
+        if metric_name not in known:
+            raise HarnessError(f"{where} rules: unknown metric {metric_name!r}; metrics: {', '.join(sorted(known))}")
+        if rule == SKIP:
+            parsed[metric_name] = SKIP
+        elif isinstance(rule, dict):
+            check_keys(rule, RULE_KEYS, f"{where} rules.{metric_name}")
+            parsed[metric_name] = _rule(rule, f"{where} rules.{metric_name}")
+        else:
+            raise HarnessError(f"{where} rules.{metric_name}: must be a table (kind, tolerance, ...) or \"{SKIP}\", "
+                               f"got {rule!r}")
+    return Override(name, when, parsed)
 
 
 def _conditions(table, where: str) -> dict:
@@ -226,7 +278,9 @@ def pick_baseline(baselines: list[dict], candidate: dict) -> tuple[dict, str]:
     `baselines`: the point's baseline records, oldest first."""
     mine = machine_id(candidate)
     same = [record for record in baselines if mine is not None and machine_id(record) == mine]
-    return (same[-1], SAME_MACHINE) if same else (baselines[-1], ACROSS_MACHINES)
+    pool, comparison = (same, SAME_MACHINE) if same else (baselines, ACROSS_MACHINES)
+    completed = [record for record in pool if record.get("status") == "completed"]
+    return (completed or pool)[-1], comparison
 
 
 def _finite(value) -> bool:
@@ -234,25 +288,27 @@ def _finite(value) -> bool:
 
 
 def compare_metric(metric: GateMetric, base, cand, optional: bool = False, comparison: str = SAME_MACHINE,
-                   eps: float | None = None) -> tuple[str, str]:
+                   eps: float | None = None, rule: Rule | str | None = None) -> tuple[str, str]:
     """(verdict, delta text): verdict is ok, improved, regressed, n/a (the baseline lacks the
     metric), "missing (optional)" or "skipped" (the metric is not compared across machines). A metric
     the baseline has and the candidate lacks is a regression unless `optional` (the config's
     `optional` holds for the run); so is a value that is not a finite number. `eps`: the run's MeZO eps,
-    for a trajectory's projected gradients across machines (see _compare_curves)."""
+    for a trajectory's projected gradients across machines (see _compare_curves). `rule`: the rule to
+    use (GateConfig.rule), default the metric's own for the comparison."""
     if base is None:
         return "n/a", "missing in baseline" + (" and candidate" if cand is None else "")
     if cand is None:
         return ("missing (optional)", "missing in candidate (optional)") if optional else (
             "regressed", "missing in candidate")
-    rule = metric.rule_for(comparison)
+    rule = metric.rule_for(comparison) if rule is None else rule
     if rule == SKIP:
         return _skipped(cand, "not compared across machines")
     if isinstance(base, dict) or isinstance(cand, dict):
         return _compare_curves(rule, base, cand, eps)
-    for side, value in (("candidate", cand), ("baseline", base)):
-        if not _finite(value):
-            return "regressed", f"{side} value {value!r} is not a finite number"
+    if not _finite(cand):
+        return "regressed", f"candidate value {cand!r} is not a finite number"
+    if not _finite(base):
+        return "regressed", f"baseline value {base!r} is not a finite number: re-record the baseline"
     if rule.kind == "exact":
         return ("ok", "identical") if base == cand else ("regressed", f"{cand - base:+.4g} (must be identical)")
     delta = cand - base
@@ -314,17 +370,25 @@ def _compare_curves(rule: Rule, base, cand, eps: float | None) -> tuple[str, str
             step = base["steps"][index] if index < len(base.get("steps") or []) else index
             if not _finite(x) or not _finite(y):
                 return "regressed", f"{series} at step {step}: {x!r} -> {y!r} (not a finite number)"
-            if rule.steps is not None and step > rule.steps:
-                continue
             difference = abs(y - x)
+            if rule.steps is not None and step > rule.steps:
+                late = rule.late_tolerance
+                if late is not None and series != "projected_grad" and difference > late:
+                    return "regressed", (f"{series} differs at step {step} by {difference:.3g} "
+                                         f"(after step {rule.steps}: tolerance {late:.3g}): {x!r} -> {y!r}")
+                continue
             if difference > max(allowed, rule.noise_floor):
                 return "regressed", (f"{series} differs at step {step} by {difference:.3g} "
                                      f"(tolerance {allowed:.3g}): {x!r} -> {y!r}")
             if series != "projected_grad" and difference > worst[0]:
                 worst = (difference, series, step)
-    window = "" if rule.steps is None else f"; steps > {rule.steps} only checked to be finite"
+    window = ("" if rule.steps is None else f"; steps > {rule.steps} only checked to be finite"
+              + ("" if rule.late_tolerance is None else f" and within {rule.late_tolerance:.3g}"))
     if worst[0] == 0.0:
-        return "ok", "identical" if base == cand else f"identical up to step {rule.steps}{window}"
+        if base == cand:
+            return "ok", "identical"
+        return "ok", (f"identical up to step {rule.steps}{window}" if rule.steps is not None
+                      else "loss series identical; projected gradients within tolerance / eps")
     return "ok", f"max |Δ| {worst[0]:.3g} ({worst[1]}, step {worst[2]}; tolerance {rule.tolerance:.3g}{window})"
 
 
@@ -375,17 +439,12 @@ def gate(baseline: list[dict], candidate: list[dict], metrics: GateConfig | list
             newly_failing.append(f"{_label(b)}: {c.get('error', c['status'])}")
             continue
         eps = (b.get("hyperparameters") or {}).get("eps")
-        not_comparable = (comparison == ACROSS_MACHINES and config.not_comparable is not None
-                          and _holds(config.not_comparable, b))
         for metric in config.metrics:
             if not _holds(metric.only, b):
                 continue
             bv, cv = field_value(b, metric.path), field_value(c, metric.path)
             optional = metric.optional is not None and _holds(metric.optional, b)
-            if not_comparable and bv is not None and cv is not None:
-                verdict, delta = _skipped(cv, "this kind of run is not comparable across machines (gate.toml)")
-            else:
-                verdict, delta = compare_metric(metric, bv, cv, optional, comparison, eps)
+            verdict, delta = compare_metric(metric, bv, cv, optional, comparison, eps, config.rule(metric, b, comparison))
             regressions += verdict == "regressed"
             if verdict == "missing (optional)":
                 optional_missing.add(metric.name)

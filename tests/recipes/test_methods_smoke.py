@@ -16,7 +16,8 @@ pytest.importorskip("sklearn")
 pytest.importorskip("peft")
 
 # The machine the pins were recorded on (the linear probe's pins hold only there; see test_pinned_numbers)
-PINNING_MACHINE = {"cpu_vendor": "AuthenticAMD", "cpu_capability": "AVX512", "numpy_blas": "openblas 0.3.31.188.0 Haswell"}
+PINNING_MACHINE = {"cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "cpu_signature": "family 26 model 2 stepping 1",
+                   "cpu_capability": "AVX512", "numpy_blas": "openblas 0.3.31.188.0 Haswell"}
 MEASURED_MEMORY = ("hf-zero-shot", "hf-mlm-adam")   # the others skip it to keep the test short
 # variant -> (updated parameters, train loss before training, after it, test accuracy)
 PINNED = {

@@ -157,6 +157,7 @@ def test_the_committed_config_has_a_measured_rule_across_machines_for_every_metr
     trajectory = names["loss_trajectory"].across_machines
     # above the spread measured up to step 200 (5.1e-6), below a real change (1e-4)
     assert trajectory.kind == "abs" and 5.1e-6 < trajectory.tolerance < 1e-4 and trajectory.steps == 200
+    assert 4.6e-2 < trajectory.late_tolerance < 1   # above the chaotic growth measured, below a broken run
     assert names["steps_per_second"].across_machines == "skip" and names["wall_seconds"].across_machines == "skip"
     for name in ("test_accuracy", "best_dev_accuracy", "zero_shot_test_accuracy"):
         assert names[name].across_machines is None   # accuracies were identical across machines: the same 1 point
@@ -235,9 +236,10 @@ def test_a_record_without_a_machine_is_of_an_unknown_machine(make_record):
     assert "unknown machine" in to_markdown(result)
 
 
-def test_linear_probe_runs_are_checked_for_completion_and_finite_values_only_across_machines(make_record):
+def test_linear_probe_runs_have_their_own_rules_across_machines(make_record):
     config = load_gate_config(CONFIG)
-    assert config.not_comparable == {"linear_probe": True}
+    [lp] = [override for override in config.overrides if override.name == "linear_probe"]
+    assert lp.when == {"linear_probe": True} and lp.rules["loss_trajectory"] == "skip"
 
     def lp_record(machine, **fields):
         record = make_record(variant="hf-lp-mezo", machine=machine, **fields)
@@ -247,12 +249,56 @@ def test_linear_probe_runs_are_checked_for_completion_and_finite_values_only_acr
     # measured with kernels capped at AVX2: another probe, 0.78 apart at step 2, 3.6 points of accuracy
     moved = gate(base, [lp_record("Intel", curve=_mezo_curve(0.78, at=2), test=0.464)], config)
     assert moved["passed"], to_markdown(moved)
-    assert {row["verdict"] for row in moved["rows"] if row["metric"] != "memory_excess_first_order_step"} == {"skipped"}
-    assert not gate(base, [lp_record("Intel", curve=_mezo_curve(float("nan"), at=3))], config)["passed"]
-    assert not gate(base, [lp_record("Intel", test=float("nan"))], config)["passed"]
-    assert not gate(base, [lp_record("Intel", status="failed")], config)["passed"]
-    # on one machine the same change fails
+    verdicts = {row["metric"]: row["verdict"] for row in moved["rows"]}
+    assert verdicts["loss_trajectory"] == "skipped" and verdicts["test_accuracy"] == "ok"
+    for change in (dict(test=0.44),                                    # -6 points: more than a probe's noise
+                   dict(zero_shot=0.48),                               # measured before the probe: 1 point
+                   dict(memory_peak=(100, 101, 4_000_150)),            # memory keeps its rule
+                   dict(curve=_mezo_curve(float("nan"), at=3)), dict(test=float("nan")), dict(status="failed")):
+        assert not gate(base, [lp_record("Intel", **change)], config)["passed"], change
+    # on one machine the measured move fails
     assert not gate(base, [lp_record("AMD", curve=_mezo_curve(0.78, at=2), test=0.464)], config)["passed"]
+
+
+def test_runs_on_another_gpu_are_checked_for_completion_and_finite_values_only(make_record):
+    config = load_gate_config(CONFIG)
+    base = [make_record(profile="quick", hardware="cuda:NVIDIA A100", machine="A100")]
+    other = gate(base, [make_record(profile="quick", hardware="cuda:NVIDIA H100", machine="H100", test=0.3,
+                                    steps_per_second=5.0)], config)
+    assert other["passed"] and {row["verdict"] for row in other["rows"]} <= {"skipped", "n/a"}
+    assert not gate(base, [make_record(profile="quick", hardware="cuda:NVIDIA H100", machine="H100",
+                                       test=float("nan"))], config)["passed"]
+    assert not gate(base, [make_record(profile="quick", hardware="cuda:NVIDIA A100", machine="A100", test=0.3)],
+                    config)["passed"]
+
+
+def test_projected_gradients_are_held_to_tolerance_over_eps_across_machines(make_record):
+    config = load_gate_config(CONFIG)
+    curve = _mezo_curve()
+    base = [make_record(machine="AMD", curve=curve)]
+    moved = dict(curve, projected_grad=[g + 0.05 for g in curve["projected_grad"]])   # > 2e-5 / 1e-3 = 0.02
+    result = gate(base, [make_record(machine="Intel", curve=moved)], config)
+    assert not result["passed"] and "projected_grad differs" in next(
+        row["delta"] for row in result["rows"] if row["metric"] == "loss_trajectory")
+    within = dict(curve, projected_grad=[g + 0.01 for g in curve["projected_grad"]])
+    assert gate(base, [make_record(machine="Intel", curve=within)], config)["passed"]
+
+
+def test_memory_within_the_measured_band_passes_across_machines_only(make_record):
+    config = load_gate_config(CONFIG)
+    base = [make_record(machine="AMD", memory_peak=(100, 101, 10_000_090))]
+    grown = dict(memory_peak=(100, 101, 15_000_090))   # +50% first-order excess (Intel measured +54%)
+    assert gate(base, [make_record(machine="Intel", **grown)], config)["passed"]
+    assert not gate(base, [make_record(machine="AMD", **grown)], config)["passed"]
+
+
+def test_late_trajectory_points_are_held_within_the_late_tolerance(make_record):
+    config = load_gate_config(CONFIG)
+    base = [make_record(machine="AMD", curve=_mezo_curve(steps=300))]
+    assert gate(base, [make_record(machine="Intel", curve=_mezo_curve(0.05, at=250, steps=300))], config)["passed"]
+    broken = gate(base, [make_record(machine="Intel", curve=_mezo_curve(0.2, at=250, steps=300))], config)
+    assert not broken["passed"] and "after step 200: tolerance 0.1" in next(
+        row["delta"] for row in broken["rows"] if row["metric"] == "loss_trajectory")
 
 
 def test_a_non_finite_candidate_value_regresses(make_record):
@@ -271,7 +317,12 @@ METRIC_A = '[metrics.a]\npath = "x"\ndirection = "down"\nkind = "exact"\n'
      r"\[metrics.a\] across_machines: field 'tolerance' must be a number >= 0"),
     (METRIC_A + 'across_machines = { kind = "abs", tolerance = 1, steps = 0 }\n',
      r"across_machines: field 'steps' must be an integer >= 1, got 0"),
-    ('[across_machines]\nnot_comparable = { variant = "x" }\n' + METRIC_A, r"not_comparable: unknown key 'variant'"),
+    ('[across_machines.x]\nwhen = { variant = "x" }\nrules = "skip"\n' + METRIC_A, r"\[across_machines.x\] when: unknown key 'variant'"),
+    ('[across_machines.x]\nwhen = { linear_probe = true }\nrules = { b = "skip" }\n' + METRIC_A,
+     r"\[across_machines.x\] rules: unknown metric 'b'; metrics: a"),
+    ('[across_machines.x]\nrules = "skip"\n' + METRIC_A, r"\[across_machines.x\]: needs 'when'"),
+    (METRIC_A + 'across_machines = { kind = "abs", tolerance = 1, late_tolerance = 2 }\n',
+     r"field 'late_tolerance' must be a number >= 0 and needs 'steps'"),
 ])
 def test_bad_across_machines_rule_names_the_field(tmp_path, text, message):
     path = tmp_path / "gate.toml"
