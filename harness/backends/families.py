@@ -4,12 +4,13 @@ One record per family (a `MODEL_FAMILIES` entry), looked up from a checkpoint's 
 the transformers classes (named, imported lazily), where the encoder and the LM head sit, the
 head's transform (dense -> activation -> LayerNorm: the LM head decoder's input at <mask>, which
 the label-word head and linear probing read), its decoder and the decoder's own bias, the LoRA
-targets, the self-attention class that prefix tuning extends, and the template tokens.
+targets, the self-attention class that prefix tuning extends and its prefix subclass.
 
-Templates are written once, in LM-BFF's notation with RoBERTa's token names (`"<s>"` is LM-BFF's
-`cls`, `"</s>"` its `sep+`, `"<mask>"` its `mask`); each family maps them to its tokenizer's
-(`template_tokens`; BERT: `[CLS]`, `[SEP]`, `[MASK]`), as LM-BFF maps `*cls*` to
-`tokenizer.cls_token_id` whatever the model. Text parts and label words keep their leading space:
+Templates need nothing per family: they are written once, in LM-BFF's notation with RoBERTa's
+token names (`"<s>"` is LM-BFF's `cls`, `"</s>"` its `sep+`, `"<mask>"` its `mask`), which the
+prompt encoder resolves through the tokenizer's cls/sep/mask tokens (BERT: `[CLS]`, `[SEP]`,
+`[MASK]`), as LM-BFF maps `*cls*` to `tokenizer.cls_token_id` whatever the model
+(harness.tasks.prompt). Text parts and label words keep their leading space:
 LM-BFF looks a label word up as `tokenizer.tokenize(' ' + word)` for every model, and BERT's
 WordPiece (basic tokenizer: whitespace split, lower-casing in the uncased vocabularies) drops the
 space, so `" great"` is `great` there, `Ġgreat` for RoBERTa's BPE. A label word must still be one
@@ -22,9 +23,10 @@ nothing else tests a model's name.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness.core.errors import HarnessError
+
 
 @dataclass(frozen=True)
 class ModelFamily:
@@ -43,7 +45,6 @@ class ModelFamily:
     self_attention: str              # "module:Class" of the self-attention that prefix tuning extends
     prefix_attention: str            # "module:Class" of its prefix-tuning subclass (harness.backends.prefix)
     lora_targets: tuple[str, ...] = ("query", "value")   # module names, as the reference's LoRA (q and v)
-    pretrained_examples: tuple[str, ...] = field(default=())   # hub ids, for messages and docs
 
     def cls(self, which: str):
         """The transformers class named by field `which` ("masked_lm", "config", "sequence_classifier")."""
@@ -99,8 +100,7 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
             head_dense="lm_head.dense", head_activation=None, head_layer_norm="lm_head.layer_norm",
             decoder="lm_head.decoder", decoder_bias="lm_head.bias",
             self_attention="transformers.models.roberta.modeling_roberta:RobertaSelfAttention",
-            prefix_attention="harness.backends.prefix:PrefixRobertaSelfAttention",
-            pretrained_examples=("roberta-large", "roberta-base")),
+            prefix_attention="harness.backends.prefix:PrefixRobertaSelfAttention"),
         ModelFamily(
             name="bert", model_types=("bert",), masked_lm="BertForMaskedLM", config="BertConfig",
             sequence_classifier="BertForSequenceClassification", encoder="bert", head="cls",
@@ -108,8 +108,7 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
             head_layer_norm="cls.predictions.transform.LayerNorm", decoder="cls.predictions.decoder",
             decoder_bias="cls.predictions.bias",
             self_attention="transformers.models.bert.modeling_bert:BertSelfAttention",
-            prefix_attention="harness.backends.prefix:PrefixBertSelfAttention",
-            pretrained_examples=("bert-base-uncased", "google/bert_uncased_L-2_H-128_A-2")),
+            prefix_attention="harness.backends.prefix:PrefixBertSelfAttention"),
     )
 }
 

@@ -15,9 +15,11 @@ The reference passes the prefix as `past_key_value` to `RobertaAttention` and co
 its own bundled `modeling_roberta.py` (so its behaviour does not depend on the installed
 transformers); here the self-attention module's class is swapped for a subclass
 (PrefixRobertaSelfAttention, PrefixBertSelfAttention: one per model family, named by the family's
-`prefix_attention`, harness.backends.families) whose forward concatenates them (prefix first, as there), with the module's own
-attention implementation (eager or SDPA). Parameter names stay the model's, plus
-`<layer>.attention.self.prefix_keys` / `.prefix_values`.
+`prefix_attention`, harness.backends.families) whose forward concatenates them (prefix first, as
+there), with the module's own attention implementation (eager or SDPA). Parameter names stay the
+model's, plus `<layer>.attention.self.prefix_keys` / `.prefix_values`. The reference's PrefixTuning
+supports RoBERTa and OPT only (NotImplementedError otherwise); prefixes in BERT's self-attention are
+this project's extension by the same rule.
 """
 
 from __future__ import annotations

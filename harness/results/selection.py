@@ -4,7 +4,9 @@ hash and data), the grid it belongs to, the runs that count, and the best-dev ru
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 
 from harness.core.errors import HarnessError
 from harness.protocol.variants import ZEROTH_ORDER
@@ -32,9 +34,6 @@ def model_matches(model_id: str, wanted: str) -> bool:
 def machine_digest(machine: dict) -> str:
     """A machine identity's id (schema.Environment.machine_id): the first 16 hex digits of the sha256 of its
     canonical JSON (keys sorted)."""
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(machine, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 

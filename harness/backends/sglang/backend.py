@@ -25,11 +25,12 @@ class SGLangBackend:
 
         loaded = load_model(settings.model, tokenizer, init_seed=settings.init_seed, dtype=settings.dtype,
                             device=device, lm_decoder=settings.lm_decoder)
-        if family_of(loaded.model).name != "roberta":
+        family = family_of(loaded.model).name
+        if family != "roberta":
             raise HarnessError(
                 f"the SGLang backend serves RoBERTa only (SGLang's XLMRobertaBaseModel under our masked-LM head, "
                 f"tested for parity with Hugging Face); model {settings.model!r} is "
-                f"{family_of(loaded.model).name}: its parity is not established, so it is refused. "
+                f"{family}: its parity is not established, so it is refused. "
                 "Use the hf-* variants for it")
         # The runner's pools must hold the largest batch; the radix measurement keeps one pass's
         # tokens cached while the next runs, hence twice that.
