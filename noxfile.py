@@ -104,27 +104,44 @@ def tests_sglang(session: nox.Session) -> None:
     session.run("pytest", "tests/backends/test_sglang_backend.py", "tests/backends/test_sglang_layout.py", *session.posargs, env=env)
 
 
-def _bench(session: nox.Session, task: str, options: list[str]) -> None:
-    """`mezo-bench bench --task TASK` into results/, installing what the options need."""
+def _bench(session: nox.Session, task: str, options: list[str], out: str = "results") -> str:
+    """`mezo-bench bench --task TASK` into `out` (unless the options give --out), installing what the
+    options need; returns the results root used."""
     extras = "dev,peft,sklearn,ray" if "ray" in options else "dev,peft,sklearn"   # `-- --executor ray` installs Ray
     if "--with-sglang" in options:
         _install_with_sglang(session, extras)
     else:
         _install(session, extras)
     options = [arg for arg in options if arg != "--with-sglang"]
-    session.run("mezo-bench", "bench", "--task", task, "--out", "results", *options, env=_data_env(task))
+    given = [arg.split("=", 1)[1] if arg.startswith("--out=") else options[i + 1]
+             for i, arg in enumerate(options) if arg.startswith("--out=") or (arg == "--out" and i + 1 < len(options))]
+    if not given:
+        options = ["--out", out, *options]
+    session.run("mezo-bench", "bench", "--task", task, *options, env=_data_env(task))
+    return given[-1] if given else out
+
+
+# The main job's results: ignored by git, so committed records never make it skip a run it should
+# make on this machine (and its runs never mix with them).
+MAIN_JOB_RESULTS = "results/main-job"
 
 
 @nox.session(name="bench-sst2")
 def bench_sst2(session: nox.Session) -> None:
-    """The SST-2 protocol: the machine's default profile (smoke on CPU, quick on GPU).
+    """The main job: the SST-2 protocol at the machine's default profile, into results/main-job/,
+    then the seed-paired comparisons of its runs (MeZO vs zero-shot, FT vs MeZO, ...).
 
-    Pass CLI options after `--`, e.g. `nox -s bench-sst2 -- --profile paper --data-dir D`.
+    On a CPU machine the default profile is `standin-main`: zero-shot, FT and MeZO on the pretrained
+    stand-in (BERT-Tiny, 4.4M parameters; harness/backends/standins.py) at k=512 with 3 seeds, sized
+    to about 15 minutes on 2 cores; on a GPU `quick` (roberta-large). Pass CLI options after `--`,
+    e.g. `nox -s bench-sst2 -- --profile paper --out results --data-dir D`.
     `nox -s bench-sst2 -- --with-sglang` also installs SGLang, so `sglang-mlm` runs too
     (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing);
     `nox -s bench-sst2 -- --executor ray [--address ADDR]` installs Ray and runs the grid on it.
     """
-    _bench(session, "sst2", list(session.posargs))
+    out = _bench(session, "sst2", list(session.posargs), MAIN_JOB_RESULTS)
+    session.run("mezo-bench", "claims", "--results", out, "--claims", "benchmarks/sst2/claims.toml",
+                "--comparisons-only")
 
 
 @nox.session
@@ -143,24 +160,31 @@ def bench(session: nox.Session) -> None:
     _bench(session, task, options[:at] + options[at + 2:])
 
 
+# The gate's profiles of the SST-2 protocol: `smoke` (every variant on a random-init tiny model: the
+# pipeline) and `standin-gate` (MeZO and FT for a few hundred steps on the pretrained stand-in: learning).
+GATE_PROFILES = ("smoke", "standin-gate")
+
+
 @nox.session
 def gate(session: nox.Session) -> None:
-    """Run the smoke profile on CPU and gate it against the committed baseline.
+    """Run the gate's profiles (GATE_PROFILES) on CPU and gate them against the committed baseline.
 
-    `nox -s gate -- --record-baseline` instead runs it into results/baselines (a new
+    `nox -s gate -- --record-baseline` instead runs them into results/baselines (a new
     baseline: the gate uses the latest record of each run, so nothing is rewritten). After an
     intended change of results (a new protocol version, say), record it on a clean tree and commit it.
     """
     _install(session, "dev,peft,sklearn")
-    bench = ["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", "smoke",
-             "--device", "cpu", "--no-progress"]
+    benches = [["mezo-bench", "bench", "--protocol", "benchmarks/sst2/protocol.toml", "--profile", profile,
+                "--device", "cpu", "--no-progress"] for profile in GATE_PROFILES]
     if "--record-baseline" in session.posargs:
-        session.run(*bench, "--out", "results/baselines", "--rerun-done", env=_data_env())
+        for bench in benches:
+            session.run(*bench, "--out", "results/baselines", "--rerun-done", env=_data_env())
         return
     tmp = Path(session.create_tmp())
     candidate = tmp / "gate-candidate"
     shutil.rmtree(candidate, ignore_errors=True)
-    session.run(*bench, "--out", str(candidate), env=_data_env())
+    for bench in benches:
+        session.run(*bench, "--out", str(candidate), env=_data_env())
     session.run("mezo-bench", "gate", "--baseline", "results/baselines", "--candidate", str(candidate),
                 "--out", str(tmp / "gate-report"), *session.posargs)
 

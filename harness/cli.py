@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"claim ids must be unique across the ledgers")
     claims.add_argument("--paper", type=Path, default=Path(DEFAULT_PAPER), help=f"paper numbers (default: {DEFAULT_PAPER})")
     claims.add_argument("--out", type=Path, default=None, help="also write claims.md and claims.json here")
+    claims.add_argument("--comparisons-only", action="store_true",
+                        help="print only the seed-paired comparisons (`[[comparison]]` entries), e.g. after a "
+                             "stand-in run; --out still writes everything")
     claims.add_argument("--strict", action="store_true",
                         help="exit 1 (after the verdicts) if any record was skipped as unreadable or incomplete "
                              "(default: skip each with one line on stderr, exit 0)")
@@ -344,10 +347,12 @@ def _cmd_claims(args) -> int:
     from harness.core.files import check_output_dir
     from harness.results.claims import (
         judge_all,
-        load_ledgers,
+        load_all_ledgers,
         summary_line,
         write_claims,
     )
+    from harness.results.comparisons import NOT_MEASURED, judge_comparisons
+    from harness.results.comparisons import summary_line as comparison_line
     from harness.results.paper import load_paper
     from harness.results.store import read_records_checked
 
@@ -356,19 +361,28 @@ def _cmd_claims(args) -> int:
     ledgers = args.claims or sorted(Path().glob(DEFAULT_CLAIMS))
     if not ledgers:
         raise HarnessError(f"no claims ledger found ({DEFAULT_CLAIMS} under {Path.cwd()}); give --claims")
-    claims = load_ledgers(ledgers, load_paper(args.paper))
+    claims, comparisons = load_all_ledgers(ledgers, load_paper(args.paper))
     records, problems = read_records_checked(args.results)
     for problem in problems:
         print(f"mezo-bench: skipped {problem}", file=sys.stderr)
     if not records:
         raise HarnessError(f"no run records under {args.results}" + (f" ({len(problems)} skipped)" if problems else ""))
     verdicts = judge_all(claims, records)
-    for verdict in verdicts:
-        print(summary_line(verdict))
-    counts = {kind: sum(v.outcome == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
-    print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    if not args.comparisons_only:
+        for verdict in verdicts:
+            print(summary_line(verdict))
+        counts = {kind: sum(v.outcome == kind for v in verdicts) for kind in ("reproduced", "refuted", "not measured")}
+        print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    compared = judge_comparisons(comparisons, records)
+    if compared:
+        print("seed-paired comparisons (95% t interval of the mean difference A - B):")
+        for verdict in compared:
+            print(comparison_line(verdict))
+        tally = {kind: sum(v.outcome == kind for v in compared) for kind in ("holds", "contradicted", "inconclusive",
+                                                                              NOT_MEASURED)}
+        print(", ".join(f"{n} {kind}" for kind, n in tally.items()))
     if args.out:
-        markdown, data = write_claims(verdicts, args.out)
+        markdown, data = write_claims(verdicts, args.out, compared)
         print(f"wrote {markdown} and {data}")
     return 1 if problems and args.strict else 0
 

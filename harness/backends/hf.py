@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import sys
 from pathlib import Path
 
 import torch
@@ -85,6 +86,22 @@ def _random_init_config(name: str, tokenizer) -> tuple[ModelFamily, dict]:
     return family, values
 
 
+def _quiet_load(masked_lm, source: str, revision: str | None):
+    """from_pretrained untied, with its loading info, without transformers' load report: with the decoder
+    untied, a checkpoint saved tied (BERT's, the stand-in's) lacks the decoder's weight and bias, which
+    the report lists as "MISSING ... newly initialized"; load_model sets both from the checkpoint
+    (the word embeddings and the head's bias) and reports any other missing key itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return masked_lm.from_pretrained(source, revision=revision, tie_word_embeddings=False,
+                                         output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torch.device,
                revision: str | None = None, lm_decoder: str = "tied") -> LoadedModel:
     """lm_decoder "untied": the decoder is initialised from the checkpoint's decoder weight, or,
@@ -112,8 +129,12 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
             family = family_of_model_type(AutoConfig.from_pretrained(source, revision=revision).model_type, repr(spec))
             masked_lm = family.cls("masked_lm")
             if lm_decoder == "untied":
-                model, loading = masked_lm.from_pretrained(
-                    source, revision=revision, tie_word_embeddings=False, output_loading_info=True)
+                model, loading = _quiet_load(masked_lm, source, revision)
+                expected = {f"{family.decoder}.weight", f"{family.decoder}.bias"}   # set just below
+                others = sorted(set(loading["missing_keys"]) - expected)
+                if others:   # transformers' own load report is silenced: say what it would have said
+                    print(f"mezo-bench: model {spec}: not in the checkpoint, newly initialised: {', '.join(others)}",
+                          file=sys.stderr)
                 if f"{family.decoder}.weight" in loading["missing_keys"]:
                     decoder_source = "word embeddings (the checkpoint has no decoder weight)"
                     decoder = family.encoder_of(model).embeddings.word_embeddings.weight

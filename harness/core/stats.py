@@ -24,7 +24,8 @@ def population_std(values: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class PairedVerdict:
-    """A claim "A - B > 0" (direction "up") or "< 0" ("down") judged on seed-paired differences."""
+    """A claim "A - B > 0" (direction "up"), "< 0" ("down") or "|A - B| < margin" ("within") judged on
+    seed-paired differences."""
     verdict: str                  # HOLDS, CONTRADICTED or INCONCLUSIVE
     n: int                        # pairs (seeds)
     mean_difference: float | None
@@ -32,12 +33,14 @@ class PairedVerdict:
     high: float | None
     confidence: float
     test: str                     # what was computed, for the ledger
+    margin: float | None = None   # direction "within": the equivalence margin
 
     def describe(self) -> str:
         if self.low is None:
             return f"{self.verdict}: n={self.n}, too few pairs for an interval ({self.test})"
+        margin = f" against the margin +-{self.margin:g}" if self.margin is not None else ""
         return (f"{self.verdict}: mean difference {self.mean_difference:+.4g}, {self.confidence:.0%} interval "
-                f"[{self.low:+.4g}, {self.high:+.4g}], n={self.n} ({self.test})")
+                f"[{self.low:+.4g}, {self.high:+.4g}]{margin}, n={self.n} ({self.test})")
 
 
 def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -53,24 +56,40 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> t
     return centre - half, centre + half
 
 
-def paired_verdict(differences: Sequence[float], direction: str = "up", confidence: float = 0.95) -> PairedVerdict:
-    """The verdict on "the difference is positive" (direction "up") or "negative" ("down"): holds when
-    the t interval (`paired_interval`) excludes 0 on the claimed side, contradicted when it excludes 0
-    on the other, inconclusive otherwise (and with fewer than 2 pairs)."""
-    if direction not in ("up", "down"):
-        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+def paired_verdict(differences: Sequence[float], direction: str = "up", confidence: float = 0.95,
+                   margin: float | None = None) -> PairedVerdict:
+    """The verdict on "the difference is positive" (direction "up"), "negative" ("down"), or "smaller than
+    `margin` either way" ("within", an equivalence claim). Up/down: holds when the t interval
+    (`paired_interval`) excludes 0 on the claimed side, contradicted when it excludes 0 on the other.
+    Within: holds when the interval lies inside (-margin, +margin), contradicted when it lies wholly
+    outside [-margin, +margin]. Inconclusive otherwise, and with fewer than 2 pairs."""
+    if direction not in ("up", "down", "within"):
+        raise ValueError(f"direction must be 'up', 'down' or 'within', got {direction!r}")
+    if (direction == "within") != (margin is not None):
+        raise ValueError("give a margin with direction 'within', and only then")
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
     values = [float(value) for value in differences]
     if any(not math.isfinite(value) for value in values):
         raise ValueError(f"differences must be finite numbers, got {values}")
     test = f"paired t interval, {len(values) - 1} degrees of freedom" if len(values) >= 2 else "paired t interval"
     if len(values) < 2:
-        return PairedVerdict(INCONCLUSIVE, len(values), values[0] if values else None, None, None, confidence, test)
+        return PairedVerdict(INCONCLUSIVE, len(values), values[0] if values else None, None, None, confidence, test,
+                             margin)
     low, high = paired_interval(values, confidence)
-    sign = 1 if direction == "up" else -1
-    if sign * low > 0 and sign * high > 0:
-        verdict = HOLDS
-    elif sign * low < 0 and sign * high < 0:
-        verdict = CONTRADICTED
+    if direction == "within":
+        if -margin < low and high < margin:
+            verdict = HOLDS
+        elif low > margin or high < -margin:
+            verdict = CONTRADICTED
+        else:
+            verdict = INCONCLUSIVE
     else:
-        verdict = INCONCLUSIVE
-    return PairedVerdict(verdict, len(values), statistics.fmean(values), low, high, confidence, test)
+        sign = 1 if direction == "up" else -1
+        if sign * low > 0 and sign * high > 0:
+            verdict = HOLDS
+        elif sign * low < 0 and sign * high < 0:
+            verdict = CONTRADICTED
+        else:
+            verdict = INCONCLUSIVE
+    return PairedVerdict(verdict, len(values), statistics.fmean(values), low, high, confidence, test, margin)

@@ -35,6 +35,14 @@ from harness.tasks.template import MASK_SLOT, sentence_indices
 DEVICE_KINDS = ("cpu", "cuda")
 
 
+def standin_scope(model_id: str) -> str | None:
+    """What a verdict reached on a pretrained stand-in says of its model (harness.backends.standins);
+    None for any other model."""
+    if model_id.startswith(PRETRAINED_PREFIX) and model_id[len(PRETRAINED_PREFIX):] in STANDINS:
+        return STANDINS[model_id[len(PRETRAINED_PREFIX):]].scope
+    return None
+
+
 def invalid(field: str, message: str, value) -> None:
     raise HarnessError(f"field {field!r} {message}, got {value!r}")
 

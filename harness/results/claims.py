@@ -24,6 +24,8 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
+from harness.results.comparisons import Comparison, ComparisonVerdict, load_comparisons
+from harness.results.comparisons import to_markdown as comparisons_markdown
 from harness.results.paper import PAPER_TASKS, shipped_protocol_name
 from harness.results.selection import (
     RANDOM_INIT,
@@ -176,19 +178,26 @@ def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
 def load_ledgers(paths: list[str | Path], paper: dict[str, dict]) -> list[Claim]:
     """The claims of every ledger, in the order given; a claim id in two ledgers (or a ledger
     given twice) is an error naming both files."""
+    return load_all_ledgers(paths, paper)[0]
+
+
+def load_all_ledgers(paths: list[str | Path], paper: dict[str, dict]) -> tuple[list[Claim], list[Comparison]]:
+    """The claims and the seed-paired comparisons (harness.results.comparisons) of every ledger, in the
+    order given; an id (claim or comparison) in two places is an error naming both."""
     if not paths:
         raise HarnessError("no claims ledger to read")
     claims: list[Claim] = []
+    comparisons: list[Comparison] = []
     first: dict[str, Path] = {}
     for path in paths:
         path = Path(path)
-        for claim in load_claims(path, paper):
-            if claim.id in first:
-                raise HarnessError(f"claim id {claim.id!r} is in both {first[claim.id]} and {path}; "
-                                   f"claim ids must be unique across ledgers")
-            first[claim.id] = path
-            claims.append(claim)
-    return claims
+        for entry in load_claims(path, paper) + load_comparisons(path):
+            if entry.id in first:
+                raise HarnessError(f"claim id {entry.id!r} is in both {first[entry.id]} and {path}; "
+                                   f"claim and comparison ids must be unique across ledgers")
+            first[entry.id] = path
+            (claims if isinstance(entry, Claim) else comparisons).append(entry)
+    return claims, comparisons
 
 
 def _model_ok(record: dict, wanted: str) -> bool:
@@ -317,8 +326,8 @@ def judge_all(claims: list[Claim], records: list[dict]) -> list[Verdict]:
     return [judge(claim, records) for claim in claims]
 
 
-def to_markdown(verdicts: list[Verdict]) -> str:
-    """claims.md: one table row per claim."""
+def to_markdown(verdicts: list[Verdict], comparisons: list[ComparisonVerdict] = ()) -> str:
+    """claims.md: one table row per claim, then the seed-paired comparisons' section."""
     ledgers = ", ".join(dict.fromkeys(v.claim.ledger for v in verdicts if v.claim.ledger)) or "the claims ledgers"
     lines = ["# Claims ledger", "", f"Verdicts computed by `mezo-bench claims` from the run records; see {ledgers}. "
              "Only records of a claim's task count.", "",
@@ -327,7 +336,8 @@ def to_markdown(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         lines.append(f"| {v.claim.id}: {v.claim.statement} | {v.claim.task} | {v.claim.source} | {v.verdict} | "
                      f"{_measured(v)} | {v.claim.expected:g} ± {v.claim.tolerance:g} | {v.detail} |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + comparisons_markdown(comparisons) if comparisons else text
 
 
 def _measured(verdict: Verdict) -> str:
@@ -341,8 +351,10 @@ def summary_line(verdict: Verdict) -> str:
             f"{claim.tolerance:g}  ({verdict.detail})")
 
 
-def write_claims(verdicts: list[Verdict], out_dir: Path) -> list[Path]:
-    """claims.md and claims.json in out_dir (each written atomically); returns their paths."""
+def write_claims(verdicts: list[Verdict], out_dir: Path, comparisons: list[ComparisonVerdict] = ()) -> list[Path]:
+    """claims.md and claims.json (the claims' verdicts, then the comparisons') in out_dir (each written
+    atomically); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [atomic_write_text(out_dir / "claims.md", to_markdown(verdicts)),
-            atomic_write_text(out_dir / "claims.json", json.dumps([v.as_dict() for v in verdicts], indent=1) + "\n")]
+    entries = [{"kind": "claim", **v.as_dict()} for v in verdicts] + [v.as_dict() for v in comparisons]
+    return [atomic_write_text(out_dir / "claims.md", to_markdown(verdicts, comparisons)),
+            atomic_write_text(out_dir / "claims.json", json.dumps(entries, indent=1) + "\n")]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.files import check_keys, read_toml
+from harness.protocol.settings import standin_scope
 from harness.protocol.variants import VARIANTS
 from harness.results.selection import RANDOM_INIT, model_matches
 
@@ -83,6 +84,7 @@ class Setting:
     hardware: str
     comparable: bool
     caveat: str             # why not comparable; "" where comparable
+    papers_model: bool = True   # the paper's pretrained model: its numbers may be shown beside ours (else ours only)
 
     @property
     def title(self) -> str:
@@ -101,14 +103,19 @@ def setting_of(group: dict, paper: dict[str, dict]) -> Setting:
     """The Setting of a summary row (or any dict with profile, model and hardware)."""
     profile, model, hardware = group["profile"], group["model"], group["hardware"]
     papers_model = paper_model(paper)
+    same_model = papers_model is not None and model_matches(model, papers_model)
+    standin = standin_scope(model)
     if model.startswith(RANDOM_INIT):
         caveat = f"random-init weights ({model}): a pipeline check, not comparable with the paper's numbers"
-    elif papers_model is None or not model_matches(model, papers_model) or profile != PAPER_PROFILE:
+    elif standin:
+        caveat = (f"real learning {standin} ({model}): not comparable with the paper's numbers (the "
+                  f"paper's claims are decided on it as seed-paired comparisons, claims.md)")
+    elif not same_model or profile != PAPER_PROFILE:
         caveat = (f"not the paper's setting (profile {profile}, model {model}; the paper's: profile "
                   f"{PAPER_PROFILE}, model {papers_model}): not comparable with the paper's numbers")
     else:
         caveat = ""
-    return Setting(profile, model, hardware, comparable=not caveat, caveat=caveat)
+    return Setting(profile, model, hardware, comparable=not caveat, caveat=caveat, papers_model=same_model)
 
 
 def papers_setting(paper: dict[str, dict]) -> Setting:

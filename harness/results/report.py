@@ -25,14 +25,16 @@ from pathlib import Path
 from harness.core.files import atomic_write_text
 from harness.core.stats import mean, population_std
 from harness.core.text import slug
+from harness.protocol.settings import standin_scope
 from harness.protocol.variants import VARIANTS
 from harness.results.claims import missing_grid_points
 from harness.results.figures import pyplot, save_figure, write_figures
-from harness.results.paper import entry_variants
+from harness.results.paper import entry_variants, setting_of
 from harness.results.selection import (
     best_dev_per_seed,
     check_identities,
     data_identity,
+    grid_point,
     grid_points,
     hardware_class,
     selectable,
@@ -205,7 +207,9 @@ def with_dev_curves(records: list[dict], summary) -> list[dict]:
 
 def _title(selection: dict, what: str) -> str:
     model = selection["model"]
-    caveat = "  (random-init weights: not comparable to the paper)" if model.startswith("random-init:") else ""
+    scope = standin_scope(model)
+    caveat = ("  (random-init weights: not comparable to the paper)" if model.startswith("random-init:")
+              else f"  ({scope})" if scope else "")
     return (f"{what}\n{selection['task']} · {selection['protocol']} v{selection['version']} · profile "
             f"{selection['profile']} · {selection['hardware']} · model {model}{caveat}")
 
@@ -216,6 +220,46 @@ def unevaluated_groups(records: list[dict]) -> list[str]:
     return [" ".join(f"{name}={value}" for name, value in zip(GROUP_KEYS, key[:-2]))
             + f" hash={key[-2][:8]} data={data_identity(runs[0], 8)}: {len(runs)} run(s) diverged"
             for key, runs in _groups(records).items() if not best_dev_per_seed(runs)]
+
+
+def grid_search_markdown(records: list[dict]) -> str:
+    """grid_search.md: for every group whose grid has more than one point per seed (an lr sweep, the
+    paper's grid search), each point's best dev accuracy and the step it was reached, per seed, and the
+    point selected (best_dev_per_seed, the reference's rule). Dev accuracy only: the choice never
+    reads test accuracy, and neither does this table."""
+    lines = ["# Grid search: dev accuracy per grid point", "",
+             "Each group (task, protocol, profile, hardware, model, variant, k) whose grid has more than one point "
+             "per seed: every point's best dev accuracy (%) and the step of it, per seed; **bold**: the point "
+             "selected for that seed (the best dev accuracy; ties to the reference's folder order, "
+             "harness.results.selection.best_dev_per_seed). Test accuracy is not shown: the selection never reads it.",
+             ""]
+    found = False
+    for key, runs in _groups(records).items():
+        grid = runs[0]["protocol"].get("grid")
+        if not grid or len(grid_points(grid)) <= len(grid["seeds"]):
+            continue
+        found = True
+        group = dict(zip(GROUP_KEYS, key))
+        chosen = {id(run) for run in best_dev_per_seed(runs)}
+        lines += [f"## {group['task']} · {group['protocol']} v{group['version']} · profile {group['profile']} · "
+                  f"{group['hardware']} · {group['model']} · {group['variant']} · k={group['k']}", "",
+                  "| seed | lr | batch | eps | weight decay | steps | best dev accuracy | at step | status |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        latest: dict[tuple, dict] = {}
+        for run in sorted(runs, key=lambda r: r["created_utc"]):
+            latest[grid_point(run)] = run
+        for point, run in sorted(latest.items()):
+            seed, lr, batch, eps, wd = point
+            dev = run["metrics"]["best_dev_accuracy"]
+            text = "–" if dev is None else f"{100 * dev:.2f}"
+            if id(run) in chosen:
+                text = f"**{text}**"
+            lines.append(f"| {seed} | {lr:g} | {batch} | {eps:g} | {wd:g} | {run['hyperparameters']['steps']:,} | "
+                         f"{text} | {run['metrics']['best_step']} | {run['status']} |")
+        lines.append("")
+    if not found:
+        lines.append("No group has a grid of more than one point per seed.")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
@@ -231,6 +275,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
     written = [atomic_write_text(out_dir / "summary.csv", table.to_csv(index=False))]   # every column, full hashes
     written += write_tables(table, memory, paper, out_dir, unevaluated_groups(records))
     written += write_table18(table, paper, out_dir)
+    written.append(atomic_write_text(out_dir / "grid_search.md", grid_search_markdown(records)))
     written += write_figures(with_dev_curves(records, table), memory.to_dict("records"), paper, out_dir)
 
     by_run_group = _groups(records)
@@ -260,17 +305,23 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
         ax.set_title(_title(selection, "Dev accuracy vs step (mean over seeds); ★ test of the best-dev checkpoint"), fontsize=9)
         written.append(save_figure(fig, folder / "accuracy_vs_step.png"))
 
-        # 2. final test accuracy beside the paper's
+        # 2. final test accuracy beside the paper's (on the paper's model), else beside zero-shot
         fig, ax = plt.subplots(figsize=(9, 5))
         ax.bar([i - 0.2 for i in x], rows["test_acc_mean"], 0.4, yerr=rows["test_acc_std"], capsize=3, label="this run")
-        paper_mean = rows["paper_test_acc"].astype(float)
-        ax.bar([i + 0.2 for i in x], paper_mean, 0.4, yerr=rows["paper_test_std"].astype(float).fillna(0), capsize=3,
-               label="paper (RoBERTa-large)", color="tab:gray")
+        if setting_of(selection, paper).papers_model:
+            paper_mean = rows["paper_test_acc"].astype(float)
+            ax.bar([i + 0.2 for i in x], paper_mean, 0.4, yerr=rows["paper_test_std"].astype(float).fillna(0), capsize=3,
+                   label="paper (RoBERTa-large)", color="tab:gray")
+            what = "Test accuracy, mean ± std over seeds, beside the paper"
+        else:
+            ax.bar([i + 0.2 for i in x], rows["zero_shot_acc_mean"].astype(float), 0.4, color="tab:gray",
+                   label="zero-shot (the same model before training)")
+            what = "Test accuracy, mean ± std over seeds, beside zero-shot (the paper's numbers: another model)"
         ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("test accuracy (%)")
         ax.axhline(50, color="k", lw=0.5, ls=":")
         ax.legend()
-        ax.set_title(_title(selection, "Test accuracy, mean ± std over seeds, beside the paper"), fontsize=9)
+        ax.set_title(_title(selection, what), fontsize=9)
         written.append(save_figure(fig, folder / "accuracy_vs_paper.png"))
 
         # 3. gradient sparsity

@@ -168,13 +168,15 @@ def _paper_text(entry: dict | None) -> str:
 
 
 def _table_lines(part: dict, k: int) -> list[str]:
-    """One section's table at one k: a line per row (sub-rows where a cell has several entries)."""
+    """One section's table at one k: a line per row (sub-rows where a cell has several entries). On a
+    model other than the paper's, ours only: the paper's numbers are of another model."""
+    with_paper = part["setting"].papers_model
     lines = ["| method | variant | " + " | ".join(PAPER_TASKS.values()) + " |", "|---|---|" + "---|" * len(PAPER_TASKS)]
     for row in TABLE_ROWS:
         cells = [part["cells"][(row, k, task)] for task in PAPER_TASKS]
         lines.append(f"| {row.label} | {row.variant} | " + " | ".join(
-            f"{_measured_text(cell['measured'][0], part['setting']) if cell['measured'] else NOT_RUN} / "
-            f"{_paper_text(cell['paper'])}" for cell in cells) + " |")
+            (_measured_text(cell['measured'][0], part['setting']) if cell['measured'] else NOT_RUN)
+            + (f" / {_paper_text(cell['paper'])}" if with_paper else "") for cell in cells) + " |")
         for sub in range(1, max(len(cell["measured"]) for cell in cells)):   # the paper's number is above
             lines.append(f"| {row.label} (measurement {sub + 1}) | {row.variant} | " + " | ".join(
                 _measured_text(cell["measured"][sub], part["setting"]) if sub < len(cell["measured"]) else ""
@@ -206,7 +208,8 @@ def to_markdown(table: dict) -> str:
     lines = [
         "# Table 18, measured: test accuracy (%), ours / the paper's", "",
         "Rows: the paper's Table 18 (RoBERTa-large) in its order, then Table 19's LP-then-MeZO and Table 3's "
-        "accuracy objective, a row per variant measuring the method; a table per k. Each cell: ours / the paper's. "
+        "accuracy objective, a row per variant measuring the method; a table per k. Each cell: ours / the paper's; in a section on "
+        "another model than the paper's (a stand-in, random-init weights), ours only. "
         "Ours: mean (population std) over seeds of the best-dev grid point of each seed, as in summary.md; [m] = "
         "the footnote naming the protocol (name, version, hash and steps per variant) and the source data it came "
         "from. A cell never combines runs of different protocol hashes, source data, profiles, models or hardware: "
@@ -241,7 +244,7 @@ def to_frame(table: dict):
     for index, part in enumerate(table["sections"], start=1):
         setting = part["setting"]
         for (row, k, task), cell in part["cells"].items():
-            paper_entry = cell["paper"]
+            paper_entry = cell["paper"] if setting.papers_model else None   # never beside another model
             base = {"section": index, "profile": setting.profile, "model": setting.model,
                     "hardware": setting.hardware, "comparable": setting.comparable, "caveat": setting.caveat,
                     "method": row.method.name, "source": row.method.source, "variant": row.variant, "k": k,
@@ -306,7 +309,7 @@ def _draw_panel(ax, part: dict, k: int) -> None:
             ax.text(x, min(item["mean"] + (item["std"] or 0), 100) + 1,
                     f"[{item['footnote']}]{UNMET_MARK if item['unmet'] else ''}", ha="center", va="bottom", fontsize=5,
                     rotation=90)
-        for method in dict.fromkeys(slot["method"] for slot in slots):
+        for method in dict.fromkeys(slot["method"] for slot in slots) if part["setting"].papers_model else ():
             at = [x for x, slot in zip(xs, slots) if slot["method"] == method]
             paper_entry = next(slot["paper"] for slot in slots if slot["method"] == method)
             if paper_entry:
@@ -321,8 +324,9 @@ def _draw_panel(ax, part: dict, k: int) -> None:
     ax.set_ylabel("test accuracy (%)")
     setting = part["setting"]
     caveat = f"\n{NOT_COMPARABLE_MARK} {setting.caveat}" if setting.caveat else ""
-    ax.set_title(f"k={k}: ours (bars, mean ± std over seeds) vs the paper (outlines, mean ± std)\n{setting.title}"
-                 f"{caveat}", fontsize=8, color="black" if setting.comparable else "darkred")
+    what = ("ours (bars, mean ± std over seeds) vs the paper (outlines, mean ± std)" if setting.papers_model
+            else "ours only (bars, mean ± std over seeds): the paper's numbers are of another model")
+    ax.set_title(f"k={k}: {what}\n{setting.title}{caveat}", fontsize=8, color="black" if setting.comparable else "darkred")
 
 
 def _legend_handles(methods: list[Method]) -> list:

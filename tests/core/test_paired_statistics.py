@@ -47,3 +47,28 @@ def test_one_pair_is_inconclusive_and_bad_input_is_refused():
 def test_identical_differences_give_a_zero_width_interval():
     result = paired_verdict([0.05, 0.05, 0.05])
     assert result.verdict == HOLDS and result.low == result.high == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("differences, margin, verdict", [
+    # [0.5, 1, 1.5]: mean 1, s 0.5, se 0.5/sqrt(3), df 2: 1 +- 1.242069 = [-0.242069, 2.242069]
+    ([0.5, 1, 1.5], 3.0, HOLDS),            # inside (-3, 3)
+    ([0.5, 1, 1.5], 2.0, INCONCLUSIVE),     # reaches past +2
+    ([4.5, 5, 5.5], 2.0, CONTRADICTED),     # [3.757931, 6.242069]: wholly above +2
+    ([-4.5, -5, -5.5], 2.0, CONTRADICTED),  # wholly below -2
+])
+def test_within_a_margin(differences, margin, verdict):
+    result = paired_verdict(differences, "within", margin=margin)
+    assert result.verdict == verdict and result.margin == margin
+    centre = sum(differences) / 3
+    half = T_975[2] * 0.5 / math.sqrt(3)
+    assert (result.low, result.high) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert (result.low, result.high)[0] == pytest.approx(centre - 1.242069, abs=1e-6)
+
+
+def test_a_margin_goes_with_within_only():
+    with pytest.raises(ValueError, match="margin"):
+        paired_verdict([0.1, 0.2], "within")
+    with pytest.raises(ValueError, match="margin"):
+        paired_verdict([0.1, 0.2], "up", margin=1.0)
+    with pytest.raises(ValueError, match="margin"):
+        paired_verdict([0.1, 0.2], "within", margin=0.0)

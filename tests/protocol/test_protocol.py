@@ -103,7 +103,7 @@ def test_committed_protocol_matches_its_lock(sst2_protocol):
 
 def test_auto_profile_depends_on_device(sst2_protocol):
     protocol = load_protocol(sst2_protocol)
-    assert protocol.resolve_profile_name("auto", "cpu") == "smoke"
+    assert protocol.resolve_profile_name("auto", "cpu") == "standin-main"   # the main job on CPU: real learning on the stand-in
     assert protocol.resolve_profile_name("auto", "cuda") == "quick"
 
 
@@ -185,7 +185,7 @@ def test_adding_a_variant_is_locked_into_the_current_version(protocol_copy):
         ("batch_size = { 16 = [2, 4, 8], 512 = [8, 16, 32] }", "batch_size = { 512 = [8, 16, 32] }", r"field 'batch_size \(k=16\)' must be a non-empty list of integers >= 1"),
         ('lr_schedule = "linear"', 'lr_schedule = "cosine"', r"field 'lr_schedule' must be one of \['constant', 'linear'\]"),
         ("dropout = true", "dropout = 1", r"field 'dropout' must be true or false"),
-        ('cpu = "smoke"', 'cpu = "tiny"', r"field 'cpu' must name a profile"),
+        ('cpu = "standin-main"', 'cpu = "tiny"', r"field 'cpu' must name a profile"),
         ('task = "sst2"', 'task = "sst9"', r"field 'task' must be one of \['mnli', 'rte', 'snli', 'sst2', 'sst5', 'trec'\], got 'sst9'"),
         ("lr = [1e-3]\nsteps = 400", 'lr = ["fast"]\nsteps = 400', r"field 'lr' must be a non-empty list of positive numbers"),
         ("[profiles.smoke.overrides.hf-ft]", "[profiles.smoke.overrides.hf-zz]", r"overrides.hf-zz is for a variant the profile does not run"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.results.claims import Claim, judge, load_claims, load_ledgers
+from harness.results.claims import Claim, judge, load_all_ledgers, load_claims, load_ledgers
 from harness.results.paper import load_paper
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "sst2"
@@ -125,7 +125,8 @@ def test_a_claim_id_in_two_ledgers_is_an_error_naming_both_files(tmp_path, capsy
         path.parent.mkdir()
         path.write_text(text.format(task=task))
     assert [c.task for c in load_ledgers([first], load_paper(PAPER))] == ["sst2"]
-    message = f"claim id 'same' is in both {first} and {second}; claim ids must be unique across ledgers"
+    message = (f"claim id 'same' is in both {first} and {second}; claim and comparison ids must be unique "
+               f"across ledgers")
     with pytest.raises(HarnessError, match=re.escape(message)):
         load_ledgers([first, second], load_paper(PAPER))
     assert main(["claims", "--claims", str(first), "--claims", str(second), "--paper", str(PAPER)]) == 2
@@ -144,7 +145,10 @@ def test_claims_reads_every_ledger_by_default(make_record, tmp_path, capsys, mon
     out = capsys.readouterr().out
     ledgers = sorted(BENCH.parent.glob("*/claims.toml"))
     count = len(load_ledgers(ledgers, load_paper(PAPER)))
-    assert out.splitlines()[-2] == f"1 reproduced, 0 refuted, {count - 1} not measured"
+    lines = out.splitlines()
+    assert f"1 reproduced, 0 refuted, {count - 1} not measured" in lines
+    compared = len(load_all_ledgers(ledgers, load_paper(PAPER))[1])
+    assert lines[-2] == f"0 holds, 0 contradicted, 0 inconclusive, {compared} not measured"
     assert "paper-snli-mezo-k16                not measured" in out and "paper-mezo-k16  " in out
     markdown = (tmp_path / "out" / "claims.md").read_text()
     assert "see " + ", ".join(str(path.relative_to(BENCH.parents[1])) for path in ledgers) + "." in markdown

@@ -145,6 +145,7 @@ def test_report_writes_tables_and_figures(make_record, tmp_path):
     written = write_report(records, load_paper(PAPER), tmp_path / "report")
     names = sorted(p.name for p in written)
     assert names == sorted(["summary.csv", "summary.md", "sparsity.md", "throughput.md", "memory.md", "memory.csv",
+                            "grid_search.md",
                             "table18.md", "table18.csv", "table18_accuracy.png", "accuracy_vs_forward_passes.png",
                             "memory_per_method.png", "accuracy_vs_step.png", "accuracy_vs_paper.png",
                             "sparsity.png", "memory.png", "throughput.png"])

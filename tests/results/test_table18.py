@@ -117,10 +117,11 @@ def test_table18_markdown_pins_cells_of_two_tasks(records):
         "sst5-mezo (whose paper profile holds the published steps, grid and seeds).",
         "- ‡ [1] SST-2 FT (hf-ft), k=16: 3 of 4 grid points have no completed or diverged run; 1 of the grid's 2 seeds "
         "have an evaluated run."]
-    # random-init runs: in their own section, every measured value marked †, only the k they ran
+    # random-init runs: in their own section, every measured value marked †, only the k they ran, ours only
+    # (the paper's numbers are of another model)
     smoke = tables(markdown, 2)
     assert list(smoke) == [16]
-    assert smoke[16]["MeZO | hf-mlm"].startswith(f"| MeZO | hf-mlm | {NR}90.5 (1.2) | 30.0 (0.0) [1]† / 45.5 (2.0) |")
+    assert smoke[16]["MeZO | hf-mlm"] == "| MeZO | hf-mlm | – | 30.0 (0.0) [1]† | – | – | – | – |"
     assert "30.0" not in paper_part and "‡" not in smoke_part
 
 
@@ -143,7 +144,7 @@ def test_the_papers_setting_is_shown_even_when_nothing_of_it_ran(make_record):
     assert first.startswith("1. profile paper · model roberta-large · hardware any\n")
     assert tables(markdown, 1)[512]["MeZO | hf-mlm"].startswith(f"| MeZO | hf-mlm | {NR}93.3 (0.7) | {NR}53.2 (1.4) |")
     assert "[1]" not in first
-    assert tables(markdown, 2)[16]["MeZO | hf-mlm"].startswith("| MeZO | hf-mlm | 50.0 (0.0) [1]† / 90.5 (1.2) |")
+    assert tables(markdown, 2)[16]["MeZO | hf-mlm"].startswith("| MeZO | hf-mlm | 50.0 (0.0) [1]† | – |")
     assert [shown_k(part) for part in table["sections"]] == [[16, 512], [16]]
 
 
@@ -211,3 +212,35 @@ def test_the_figures_bars_per_task_are_the_tables_cells(records):
     assert bars(sst5)[:6] == [("zero-shot", None, 35.5, None, ""), ("zero-shot", 36.0, 35.5, 3, "////"),
                               ("LP", None, 40.3, None, ""), ("MeZO", 46.0, 45.5, 3, ""),
                               ("MeZO (LoRA)", 43.0, 43.0, 4, ""), ("MeZO (LoRA)", None, 43.0, None, "////")]
+
+
+def test_a_stand_in_section_shows_ours_only_and_says_what_the_model_is(make_record):
+    from harness.results.table18 import to_frame
+
+    records = [make_record(seed=seed, k=512, test=test, model="pretrained:bert-tiny-splade", profile="standin")
+               for seed, test in ((13, 0.66), (42, 0.64))]
+    paper = load_paper(PAPER)
+    table = build(summarize(records, paper), paper)
+    markdown = to_markdown(table)
+    standin = markdown.split("\n## ")[2]
+    assert standin.startswith("2. profile standin · model pretrained:bert-tiny-splade · hardware cpu\n")
+    assert "real learning on the stand-in (BERT-Tiny, 4.4M), not the paper's RoBERTa-large" in standin
+    assert tables(markdown, 2)[512]["MeZO | hf-mlm"] == "| MeZO | hf-mlm | 65.0 (1.0) [1]† | – | – | – | – | – |"
+    frame = to_frame(table)
+    rows = frame[frame["profile"] == "standin"]
+    assert rows["paper_mean"].isna().all() and (rows["paper_id"] == "").all()
+    assert not frame[frame["profile"] == "paper"]["paper_mean"].isna().all()   # the paper's section keeps them
+
+
+def test_grid_search_shows_dev_accuracy_per_point_and_the_selected_one(make_record):
+    from harness.results.report import grid_search_markdown
+
+    grid = {"seeds": [13], "lr": [1e-4, 3e-5], "batch_size": [64], "eps": [1e-3], "weight_decay": [0.0]}
+    records = [make_record(seed=13, lr=lr, dev=dev, test=0.99, grid=grid, profile="standin-sweep", k=512)
+               for lr, dev in ((1e-4, 0.615), (3e-5, 0.70))]
+    text = grid_search_markdown(records)
+    assert "profile standin-sweep" in text and "hf-mlm · k=512" in text
+    assert "| 13 | 3e-05 | 64 | 0.001 | 0 | 400 | **70.00** | 400 | completed |" in text
+    assert "| 13 | 0.0001 | 64 | 0.001 | 0 | 400 | 61.50 | 400 | completed |" in text
+    assert "99" not in text   # test accuracy never shown
+    assert "No group" in grid_search_markdown([make_record()])
