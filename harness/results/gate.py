@@ -214,7 +214,8 @@ def _override(name: str, table, where: str, metrics: list[GateMetric]) -> Overri
 
 
 def _conditions(table, where: str) -> dict:
-    """`only` or `optional` as a table of conditions on the run, e.g. { profile = "smoke" }."""
+    """`only` or `optional` as a table of conditions on the run, e.g. { profile = "smoke" } or
+    { profile = ["smoke", "standin-gate"] } (any of the list)."""
     if not isinstance(table, dict):
         raise HarnessError(f"{where}: must be a table of conditions ({', '.join(CONDITION_KEYS)})"
                            f"{' or true/false' if where.endswith('optional') else ''}, got {table!r}")
@@ -223,10 +224,10 @@ def _conditions(table, where: str) -> dict:
 
 
 def _holds(conditions: dict, record: dict) -> bool:
-    """Whether the run meets every condition ({} always holds)."""
+    """Whether the run meets every condition ({} always holds); a list is any of its values."""
     checks = {"profile": record["protocol"]["profile"], "hardware": hardware_class(record).split(":")[0],
               "linear_probe": bool(record["variant"].get("linear_probe", False))}
-    return all(checks[key] == value for key, value in conditions.items())
+    return all(checks[key] in (value if isinstance(value, list) else [value]) for key, value in conditions.items())
 
 
 def run_key(record: dict) -> tuple:

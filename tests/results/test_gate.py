@@ -57,7 +57,8 @@ def test_trajectory_difference_names_the_first_step():
 def test_committed_config_loads():
     names = {m.name: m for m in load_gate_config(CONFIG)}
     assert names["test_accuracy"].direction == "up" and names["test_accuracy"].kind == "abs"
-    assert names["loss_trajectory"].kind == "exact" and names["loss_trajectory"].only == {"profile": "smoke", "hardware": "cpu"}
+    assert names["loss_trajectory"].kind == "exact"
+    assert names["loss_trajectory"].only == {"profile": ["smoke", "standin-gate"], "hardware": "cpu"}
     mezo_memory = names["memory_excess_mezo_step"]
     assert mezo_memory.path == ("memory", "phases", "mezo_step", "excess_bytes")
     assert mezo_memory.direction == "down" and mezo_memory.kind == "rel" and mezo_memory.noise_floor == 2 * 2**20
@@ -108,11 +109,15 @@ def test_nothing_comparable_fails(make_record):
     assert not result["passed"] and result["compared_runs"] == 0
 
 
-def test_exact_trajectory_applies_only_to_smoke_on_cpu(make_record):
+def test_exact_trajectory_applies_only_to_the_gate_profiles_on_cpu(make_record):
     metrics = load_gate_config(CONFIG)
     base = [make_record(profile="quick", hardware="cuda:NVIDIA H100")]
     cand = [make_record(profile="quick", hardware="cuda:NVIDIA H100", loss_plus=(0.7, 0.59))]
     assert gate(base, cand, metrics)["passed"]
+    for profile in ("smoke", "standin-gate"):   # `only` lists both: a trajectory off by 1e-2 fails either
+        base = [make_record(profile=profile, model="pretrained:bert-tiny-splade")]
+        cand = [make_record(profile=profile, model="pretrained:bert-tiny-splade", loss_plus=(0.7, 0.59))]
+        assert not gate(base, cand, metrics)["passed"]
 
 
 def test_cli_exit_codes_and_reports(make_record, tmp_path, capsys):
