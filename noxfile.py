@@ -132,8 +132,8 @@ def bench_sst2(session: nox.Session) -> None:
     then the seed-paired comparisons of its runs (MeZO vs zero-shot, FT vs MeZO, ...).
 
     On a CPU machine the default profile is `standin-main`: zero-shot, FT and MeZO on the pretrained
-    stand-in (BERT-Tiny, 4.4M parameters; harness/backends/standins.py) at k=512 with 3 seeds, sized
-    to about 15 minutes on 2 cores; on a GPU `quick` (roberta-large). Pass CLI options after `--`,
+    stand-in (BERT-Tiny, 4.4M parameters; harness/backends/standins.py) at k=512 with 3 seeds (14 min
+    40 s on a 2-core AMD EPYC, install included); on a GPU `quick` (roberta-large). Pass CLI options after `--`,
     e.g. `nox -s bench-sst2 -- --profile paper --out results --data-dir D`.
     `nox -s bench-sst2 -- --with-sglang` also installs SGLang, so `sglang-mlm` runs too
     (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing);

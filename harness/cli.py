@@ -18,6 +18,7 @@ from harness.core.errors import HarnessError
 DEFAULT_PROTOCOL = "benchmarks/sst2/protocol.toml"
 DEFAULT_PAPER = "benchmarks/paper.toml"
 DEFAULT_CLAIMS = "benchmarks/*/claims.toml"   # every task's ledger found (a glob, relative to the working folder)
+DEFAULT_PROTOCOLS = "benchmarks/*/protocol.toml"   # the protocols whose grids progress.md covers (the same way)
 DEFAULT_GATE = "benchmarks/gate.toml"
 
 
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("results/report"), help="output folder (default: results/report)")
     report.add_argument("--perf", type=Path, default=None,
                         help="stored performance runs for the perf table (default: <results>/perf)")
+    report.add_argument("--protocols", type=Path, action="append", default=None,
+                        help=f"a protocol whose grids progress.md covers (repeatable; default: every "
+                             f"{DEFAULT_PROTOCOLS} found)")
     report.add_argument("--strict", action="store_true",
                         help="exit 1 (after writing the report) if any record was skipped as unreadable or "
                              "incomplete (default: skip each with one line on stderr, exit 0)")
@@ -294,6 +298,7 @@ def _cmd_report(args) -> int:
     """Records that cannot be read or lack required fields are skipped, one line each on stderr;
     with --strict the command then exits 1 (after writing the report)."""
     from harness.core.files import check_output_dir
+    from harness.protocol.loading import load_protocol
     from harness.results.paper import load_paper
     from harness.results.perf import write_perf_report
     from harness.results.report import write_report
@@ -306,7 +311,8 @@ def _cmd_report(args) -> int:
         print(f"mezo-bench: skipped {problem}", file=sys.stderr)
     if not records:
         raise HarnessError(f"no run records under {args.results}" + (f" ({len(problems)} skipped)" if problems else ""))
-    for path in write_report(records, paper, args.out):
+    protocols = [load_protocol(path) for path in (args.protocols or sorted(Path().glob(DEFAULT_PROTOCOLS)))]
+    for path in write_report(records, paper, args.out, protocols):
         print(path)
     for path in write_perf_report(args.perf or args.results / "perf", args.out):
         print(path)
@@ -376,8 +382,13 @@ def _cmd_claims(args) -> int:
     compared = judge_comparisons(comparisons, records)
     if compared:
         print("seed-paired comparisons (95% t interval of the mean difference A - B):")
+        quiet = args.comparisons_only   # then the undecided ones in one line: their variants are not in these runs
         for verdict in compared:
-            print(comparison_line(verdict))
+            if not (quiet and verdict.outcome == NOT_MEASURED):
+                print(comparison_line(verdict))
+        undecided = [v.comparison.id for v in compared if v.outcome == NOT_MEASURED]
+        if quiet and undecided:
+            print(f"not measured by these runs (`mezo-bench claims` says what each lacks): {', '.join(undecided)}")
         tally = {kind: sum(v.outcome == kind for v in compared) for kind in ("holds", "contradicted", "inconclusive",
                                                                               NOT_MEASURED)}
         print(", ".join(f"{n} {kind}" for kind, n in tally.items()))

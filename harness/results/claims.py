@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
+from harness.protocol.settings import standin_scope
 from harness.results.comparisons import Comparison, ComparisonVerdict, load_comparisons
 from harness.results.comparisons import to_markdown as comparisons_markdown
 from harness.results.paper import PAPER_TASKS, shipped_protocol_name
@@ -262,9 +263,14 @@ def missing_grid_points(runs: list[dict]) -> list[tuple] | None:
 
 
 def _scope(records: list[dict]) -> str:
-    """'' for pretrained checkpoints; else which random-init models the verdict rests on."""
-    random_init = sorted({r["model"]["id"] for r in records if r["model"]["id"].startswith(RANDOM_INIT)})
-    return f"on a random-init model ({', '.join(random_init)}), not a pretrained checkpoint" if random_init else ""
+    """'' for the paper's kind of checkpoints; else which random-init models and pretrained stand-ins
+    (harness.backends.standins) the verdict rests on."""
+    models = {r["model"]["id"] for r in records}
+    random_init = sorted(m for m in models if m.startswith(RANDOM_INIT))
+    standins = sorted(m for m in models if standin_scope(m))
+    parts = ([f"on a random-init model ({', '.join(random_init)}), not a pretrained checkpoint"] if random_init else []) \
+        + [f"{standin_scope(m)} ({m})" for m in standins]
+    return "; ".join(parts)
 
 
 def judge(claim: Claim, records: list[dict]) -> Verdict:

@@ -30,6 +30,8 @@ from harness.protocol.variants import VARIANTS
 from harness.results.claims import missing_grid_points
 from harness.results.figures import pyplot, save_figure, write_figures
 from harness.results.paper import entry_variants, setting_of
+from harness.results.progress import progress_rows
+from harness.results.progress import to_markdown as progress_markdown
 from harness.results.selection import (
     best_dev_per_seed,
     check_identities,
@@ -262,12 +264,13 @@ def grid_search_markdown(records: list[dict]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> list[Path]:
+def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path, protocols: list = ()) -> list[Path]:
     """summary.csv (every column) and the readable tables (summary.md, sparsity.md,
     throughput.md, memory.md, memory.csv), Table 18 across tasks (table18.md, table18.csv,
     table18_accuracy.png), the report's figures (accuracy_vs_forward_passes.png,
-    memory_per_method.png), and five figures per selection (task, protocol version, profile,
-    hardware, model). Returns the files written."""
+    memory_per_method.png), grid_search.md, progress.md (the grids of `protocols` the records cover),
+    and five figures per selection (task, protocol version, profile, hardware, model). Returns the
+    files written."""
     plt = pyplot()
     table = summarize(records, paper)   # refuses inconsistent records before anything is written
     memory = memory_summary(records)
@@ -276,6 +279,7 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path) -> 
     written += write_tables(table, memory, paper, out_dir, unevaluated_groups(records))
     written += write_table18(table, paper, out_dir)
     written.append(atomic_write_text(out_dir / "grid_search.md", grid_search_markdown(records)))
+    written.append(atomic_write_text(out_dir / "progress.md", progress_markdown(progress_rows(list(protocols), records))))
     written += write_figures(with_dev_curves(records, table), memory.to_dict("records"), paper, out_dir)
 
     by_run_group = _groups(records)

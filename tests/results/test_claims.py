@@ -194,6 +194,12 @@ def test_sparsity_claims_use_the_runs_that_measured_it(make_record):
     assert verdict.outcome == "reproduced" and verdict.measured == pytest.approx(98.0)
     # reached on a random-init model, and the verdict itself says so
     assert verdict.verdict == "reproduced on a random-init model (random-init:tiny), not a pretrained checkpoint"
+    # a verdict over several models names every one that is not the paper's kind
+    standin = [make_record(variant="hf-mlm-acc", seed=seed, zero_fraction=0.98, model="pretrained:bert-tiny-splade",
+                           profile="standin") for seed in (13, 42)]
+    both = judge(accuracy, records + standin)
+    assert both.verdict == ("reproduced on a random-init model (random-init:tiny), not a pretrained checkpoint; on the "
+                            "stand-in (BERT-Tiny, 4.4M), not the paper's RoBERTa-large (pretrained:bert-tiny-splade)")
     nonzero = claim(metric="nonzero_gradient_percent", variant="hf-mlm-acc", expected=100.0, tolerance=0.0, k=None,
                     conditions={"protocol_version": 3})
     assert judge(nonzero, records).outcome == "refuted"

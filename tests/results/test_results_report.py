@@ -145,7 +145,7 @@ def test_report_writes_tables_and_figures(make_record, tmp_path):
     written = write_report(records, load_paper(PAPER), tmp_path / "report")
     names = sorted(p.name for p in written)
     assert names == sorted(["summary.csv", "summary.md", "sparsity.md", "throughput.md", "memory.md", "memory.csv",
-                            "grid_search.md",
+                            "grid_search.md", "progress.md",
                             "table18.md", "table18.csv", "table18_accuracy.png", "accuracy_vs_forward_passes.png",
                             "memory_per_method.png", "accuracy_vs_step.png", "accuracy_vs_paper.png",
                             "sparsity.png", "memory.png", "throughput.png"])
@@ -153,3 +153,20 @@ def test_report_writes_tables_and_figures(make_record, tmp_path):
     assert "| hf-ft | 16 | hhhhhhhh |" in (tmp_path / "report" / "summary.md").read_text()
     assert "| hf-ft |" in (tmp_path / "report" / "memory.md").read_text()
     assert "hf-ft" not in (tmp_path / "report" / "sparsity.md").read_text()   # first-order: no projected gradient
+
+
+def test_progress_lists_every_grid_point_with_or_without_a_record(make_record, sst2_protocol):
+    from harness.protocol.loading import load_protocol
+    from harness.results.progress import progress_rows, to_markdown
+
+    protocol = load_protocol(sst2_protocol)
+    smoke = protocol.run_settings("smoke", "hf-mlm")
+    record = make_record(variant="hf-mlm", seed=13, lr=1e-3, protocol_hash=protocol.settings_hash("smoke", "hf-mlm"))
+    rows = {(r["profile"], r["variant"]): r for r in progress_rows([protocol], [record])}
+    assert rows[("smoke", "hf-mlm")]["points"] == len(list(smoke.grid())) == 2
+    assert (rows[("smoke", "hf-mlm")]["completed"], rows[("smoke", "hf-mlm")]["not_run"]) == (1, 1)
+    standin = rows[("standin", "hf-mlm")]   # listed before any record of it
+    assert standin["points"] == 6 and standin["not_run"] == 6 and standin["k"] == [16, 512]
+    assert ("paper", "hf-mlm") not in rows and ("standin-main", "hf-mlm") not in rows
+    text = to_markdown(list(rows.values()))
+    assert "| sst2 | sst2-mezo v3 | standin | hf-mlm | 16, 512 | 6 | 0 | 0 | 0 | **6** |" in text
