@@ -123,17 +123,18 @@ def _bench(session: nox.Session, task: str, options: list[str], out: str = "resu
 
 # The main job's results: ignored by git, so committed records never make it skip a run it should
 # make on this machine (and its runs never mix with them).
-MAIN_JOB_RESULTS = "results/main-job"
+MAIN_JOB_RESULTS = "main-job"
 
 
 @nox.session(name="bench-sst2")
 def bench_sst2(session: nox.Session) -> None:
-    """The main job: the SST-2 protocol at the machine's default profile, into results/main-job/,
+    """The main job: the SST-2 protocol at the machine's default profile, into main-job/,
     then the seed-paired comparisons of its runs (MeZO vs zero-shot, FT vs MeZO, ...).
 
-    On a CPU machine the default profile is `standin-main`: zero-shot, FT and MeZO on the pretrained
-    stand-in (BERT-Tiny, 4.4M parameters; harness/backends/standins.py) at k=512 with 3 seeds (14 min
-    40 s on a 2-core AMD EPYC, install included); on a GPU `quick` (roberta-large). Pass CLI options after `--`,
+    On a CPU machine the default profile is `standin-main`: FT and MeZO (zero-shot: each MeZO run's
+    evaluation before training) on the pretrained stand-in (BERT-Tiny; harness/backends/standins.py)
+    at k=512 with 3 seeds (14 min 40 s on a 2-core AMD EPYC, install included); on a GPU `quick`
+    (roberta-large). Pass CLI options after `--`,
     e.g. `nox -s bench-sst2 -- --profile paper --out results --data-dir D`.
     `nox -s bench-sst2 -- --with-sglang` also installs SGLang, so `sglang-mlm` runs too
     (otherwise it is skipped, as `mezo-bench bench` skips variants whose packages are missing);

@@ -135,6 +135,9 @@ def load_model(spec: str, tokenizer, *, init_seed: int, dtype: str, device: torc
                 if others:   # transformers' own load report is silenced: say what it would have said
                     print(f"mezo-bench: model {spec}: not in the checkpoint, newly initialised: {', '.join(others)}",
                           file=sys.stderr)
+                if loading.get("unexpected_keys"):
+                    print(f"mezo-bench: model {spec}: in the checkpoint but unused by {masked_lm.__name__}: "
+                          f"{', '.join(sorted(loading['unexpected_keys']))}", file=sys.stderr)
                 if f"{family.decoder}.weight" in loading["missing_keys"]:
                     decoder_source = "word embeddings (the checkpoint has no decoder weight)"
                     decoder = family.encoder_of(model).embeddings.word_embeddings.weight
@@ -213,10 +216,10 @@ def build_model_for_variant(variant, settings, tokenizer, num_labels: int, devic
     model, info = loaded.model, dict(loaded.info)
     if variant.head == "cls":
         model = as_sequence_classifier(model, num_labels, head_seed=seed)
-        info["head"] = f"RobertaForSequenceClassification (random head, seed {seed})"
+        info["head"] = f"{type(model).__name__} (random head, seed {seed})"
         info.pop("lm_decoder")
     else:
-        info["head"] = "RobertaForMaskedLM label words"
+        info["head"] = f"{type(model).__name__} label words"
     if variant.parameters in ("lora", "lora+lm-head"):
         model = apply_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, targets=settings.lora_targets,
                            seed=seed)

@@ -40,6 +40,7 @@ from harness.core.errors import HarnessError
 from harness.core.files import check_keys, read_toml
 from harness.core.stats import PairedVerdict, paired_verdict
 from harness.protocol.settings import standin_scope
+from harness.protocol.variants import VARIANTS
 from harness.results.paper import PAPER_TASKS, shipped_protocol_name
 from harness.results.selection import (
     RANDOM_INIT,
@@ -75,7 +76,7 @@ SIDE_METRICS: dict[str, SideMetric] = {
     "memory_excess_ratio_first_order_over_mezo": SideMetric(("memory", "ratios", "excess_first_order_over_mezo"),
                                                             1.0, "x"),
 }
-DIRECTIONS = {"up": "A > B", "down": "A < B", "within": "|A - B| < margin"}
+DIRECTIONS = {"up": "A > B", "down": "A < B", "within": "abs(A - B) < margin"}   # no "|": a markdown cell
 COMPARISON_KEYS = ("id", "source", "statement", "paper_direction", "task", "a", "b", "direction", "margin",
                    "equal_forward_passes", "conditions")
 CONDITION_KEYS = ("protocol_version", "protocol_name", "model", "hardware", "profile")
@@ -149,6 +150,9 @@ def _side(entry, where: str) -> Side:
     for key in ("variant", "k", "metric"):
         if key not in entry:
             raise HarnessError(f"{where}: missing key {key!r}")
+    if entry["variant"] not in VARIANTS:
+        raise HarnessError(f"{where}: field 'variant' must be a registered variant (harness/protocol/variants.toml), "
+                           f"got {entry['variant']!r}")
     if entry["metric"] not in SIDE_METRICS:
         raise HarnessError(f"{where}: field 'metric' must be one of {sorted(SIDE_METRICS)}, got {entry['metric']!r}")
     if isinstance(entry["k"], bool) or not isinstance(entry["k"], int) or entry["k"] < 1:
@@ -160,7 +164,12 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
     """One ledger's `[[comparison]]` entries, checked (a bad field is an error naming it)."""
     path = Path(path)
     out, seen = [], set()
-    for index, entry in enumerate(read_toml(path, "claims file").get("comparison", []), start=1):
+    entries = read_toml(path, "claims file").get("comparison", [])
+    if not isinstance(entries, list):
+        raise HarnessError(f"{path}: 'comparison' must be an array of tables ([[comparison]])")
+    for index, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise HarnessError(f"{path} comparison #{index}: must be a table ([[comparison]])")
         where = f"{path} comparison {entry.get('id', f'#{index}')!r}"
         check_keys(entry, COMPARISON_KEYS, where)
         for key in ("id", "source", "statement", "paper_direction", "task", "a", "b", "direction", "conditions"):
@@ -185,6 +194,8 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
             raise HarnessError(f"{where}: field 'a' must name runs (variant, k, metric); only 'b' may be a constant")
         if not isinstance(entry.get("equal_forward_passes", False), bool):
             raise HarnessError(f"{where}: field 'equal_forward_passes' must be true or false")
+        if entry.get("equal_forward_passes") and b.value is not None:
+            raise HarnessError(f"{where}: field 'equal_forward_passes' needs runs on both sides, 'b' is a constant")
         conditions = entry["conditions"]
         if not isinstance(conditions, dict):
             raise HarnessError(f"{where}: field 'conditions' must be a table")
@@ -193,6 +204,11 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
             if key not in conditions:
                 raise HarnessError(f"{where} conditions: missing key {key!r} (a comparison is about one protocol "
                                    f"version on one model)")
+        if isinstance(conditions["protocol_version"], bool) or not isinstance(conditions["protocol_version"], int):
+            raise HarnessError(f"{where} conditions: 'protocol_version' must be an integer, "
+                               f"got {conditions['protocol_version']!r}")
+        if not isinstance(conditions["model"], str):
+            raise HarnessError(f"{where} conditions: 'model' must be a model id, got {conditions['model']!r}")
         if conditions.get("hardware", "any") not in ("any", "cpu", "cuda"):
             raise HarnessError(f"{where} conditions: 'hardware' must be any, cpu or cuda")
         if "profile" in conditions:
@@ -245,7 +261,12 @@ def _side_runs(side: Side, records: list[dict]) -> tuple[dict[int, dict] | None,
     if absent:
         return None, (f"{side.variant} k={side.k}: {len(absent)} of {len(grid_points(grid))} grid points not run "
                       f"(e.g. seed {absent[0][0]} lr {absent[0][1]:g})")
-    return {r["seed"]: r for r in best_dev_per_seed(runs)}, ""
+    selected = {r["seed"]: r for r in best_dev_per_seed(runs)}
+    unevaluated = [seed for seed in grid["seeds"] if seed not in selected]
+    if unevaluated:   # every run of the seed diverged before its first evaluation: never dropped silently
+        return None, (f"{side.variant} k={side.k}: seed(s) {', '.join(map(str, unevaluated))} have no evaluated run "
+                      f"(every grid point diverged before its first dev evaluation)")
+    return selected, ""
 
 
 def _value(side: Side, run: dict | None) -> float | None:
@@ -288,16 +309,16 @@ def _judge_setting(c: Comparison, key: tuple, records: list[dict]) -> Comparison
         return ComparisonVerdict(c, NOT_MEASURED, setting, None,
                                  "the sides did not run the same forward passes (steps x batch): " + "; ".join(unequal),
                                  scope)
+    if lacking:   # a seed without the measurement (e.g. a --no-memory run): never dropped silently
+        return ComparisonVerdict(c, NOT_MEASURED, setting, None,
+                                 f"seed(s) {', '.join(map(str, lacking))} lack a finite value of {c.a.describe()} or "
+                                 f"{c.b.describe()}", scope)
     if len(pairs) < 2:
-        why = f"{len(pairs)} seed pair(s) with both values"
-        if lacking:
-            why += f"; seeds {', '.join(map(str, lacking))} lack a value of {c.a.describe()} or {c.b.describe()}"
-        return ComparisonVerdict(c, NOT_MEASURED, setting, None, f"needs 2 or more seed pairs: {why}", scope)
+        return ComparisonVerdict(c, NOT_MEASURED, setting, None,
+                                 f"needs 2 or more seed pairs: {len(pairs)} seed(s) on both sides", scope)
     paired = paired_verdict([a - b for _, a, b in pairs], c.direction, CONFIDENCE, c.margin)
     listed = "; ".join(f"seed {seed}: {a:.4g} - {b:.4g}" for seed, a, b in pairs)
     detail = f"A = {c.a.describe()}, B = {c.b.describe()}; {listed}"
-    if lacking:
-        detail += f"; seeds without a value: {', '.join(map(str, lacking))}"
     if one_side:
         detail += f"; seeds on one side only: {', '.join(map(str, one_side))}"
     return ComparisonVerdict(c, paired.verdict, setting, paired, detail, scope)
@@ -341,8 +362,10 @@ def to_markdown(verdicts: list[ComparisonVerdict]) -> str:
              "each side's run for a seed is its best-dev grid point): a 95% Student t interval of the mean "
              "difference with n - 1 degrees of freedom. *holds*: the interval excludes 0 in the claimed direction "
              "(for \"within\", it lies inside ± margin); *contradicted*: it excludes 0 the other way (lies wholly "
-             "outside ± margin); *inconclusive*: neither. The paper's direction is what the paper shows on its "
-             "model; the verdict is ours, on the model its setting names.", "",
+             "outside ± margin); *inconclusive*: neither. A \"within\" verdict that holds is a two one-sided test "
+             "at 2.5% each side (stricter than the usual 90% interval); with 3 seeds (t = 4.30 at 2 degrees of "
+             "freedom) it needs the differences' standard deviation below about margin / 2.5. The paper's direction "
+             "is what the paper shows on its model; the verdict is ours, on the model its setting names.", "",
              "| comparison | task | claimed | paper's direction | setting | verdict | n | mean A - B | 95% interval "
              "| pairs, or what is missing |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -210,8 +210,8 @@ def with_dev_curves(records: list[dict], summary) -> list[dict]:
 def _title(selection: dict, what: str) -> str:
     model = selection["model"]
     scope = standin_scope(model)
-    caveat = ("  (random-init weights: not comparable to the paper)" if model.startswith("random-init:")
-              else f"  ({scope})" if scope else "")
+    caveat = ("\n(random-init weights: not comparable to the paper)" if model.startswith("random-init:")
+              else f"\n({scope})" if scope else "")
     return (f"{what}\n{selection['task']} · {selection['protocol']} v{selection['version']} · profile "
             f"{selection['profile']} · {selection['hardware']} · model {model}{caveat}")
 
@@ -324,7 +324,8 @@ def write_report(records: list[dict], paper: dict[str, dict], out_dir: Path, pro
         ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("test accuracy (%)")
         ax.axhline(50, color="k", lw=0.5, ls=":")
-        ax.legend()
+        ax.set_ylim(0, 118)   # room above 100 for the legend, clear of the bars
+        ax.legend(loc="upper center", ncol=2, fontsize=8)
         ax.set_title(_title(selection, what), fontsize=9)
         written.append(save_figure(fig, folder / "accuracy_vs_paper.png"))
 

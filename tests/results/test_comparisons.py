@@ -130,6 +130,11 @@ def test_equal_forward_passes_are_checked(tmp_path, make_record):
     (('model = "pretrained:bert-tiny-splade"', 'model = "pretrained:bert-tiny-splade", profile = "standin"'),
      "'profile' must be a list of profile names"),
     (('direction = "up"', 'direction = "up"\nmystery = 1'), "mystery"),
+    (('variant = "hf-mlm", k = 512, metric = "test_accuracy"', 'variant = "hf-mlmm", k = 512, metric = "test_accuracy"'),
+     "field 'variant' must be a registered variant"),
+    (('protocol_version = 3', 'protocol_version = "3"'), "'protocol_version' must be an integer"),
+    (('b = { variant = "hf-mlm", k = 512, metric = "zero_shot_test_accuracy" }', 'b = { value = 1.0 }\nequal_forward_passes = true'),
+     "'equal_forward_passes' needs runs on both sides"),
 ])
 def test_bad_entries_are_refused_naming_the_field(tmp_path, edit, message):
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -148,3 +153,49 @@ def test_ids_are_unique_across_claims_and_comparisons_and_both_are_written(tmp_p
     assert "## Comparisons, seed-paired" in markdown.read_text() and "MeZO above zero-shot" in markdown.read_text()
     [entry] = json.loads(data.read_text())
     assert entry["kind"] == "comparison" and entry["outcome"] == "holds" and entry["n"] == 3
+
+
+def test_inconclusive_and_contradicted_up_verdicts(tmp_path, make_record):
+    [c] = load_comparisons(ledger(tmp_path))
+    # differences +5, -5, +3: mean 1, interval straddles 0
+    [mixed] = judge_comparison(c, runs(make_record, tests=(0.55, 0.45, 0.53)))
+    assert mixed.outcome == "inconclusive" and mixed.paired.low < 0 < mixed.paired.high
+    # differences -10, -11, -12: wholly below 0 against a claim of "up"
+    [worse] = judge_comparison(c, runs(make_record, tests=(0.40, 0.39, 0.38)))
+    assert worse.outcome == "contradicted" and worse.paired.high < 0
+
+
+def test_one_seed_or_a_seed_without_a_value_or_an_evaluation_is_not_measured(tmp_path, make_record):
+    [c] = load_comparisons(ledger(tmp_path))
+    [one] = judge_comparison(c, runs(make_record, tests=(0.6,), seeds=(13,)))
+    assert one.outcome == "not measured" and "needs 2 or more seed pairs: 1 seed(s) on both sides" in one.detail
+    records = runs(make_record)
+    records[1] = dict(records[1], metrics={**records[1]["metrics"], "zero_shot_test_accuracy": None})
+    [lacking] = judge_comparison(c, records)
+    assert lacking.outcome == "not measured" and "seed(s) 21 lack a finite value" in lacking.detail
+    records = runs(make_record)
+    records[2] = dict(records[2], metrics={**records[2]["metrics"], "best_dev_accuracy": None}, status="diverged")
+    [unevaluated] = judge_comparison(c, records)
+    assert unevaluated.outcome == "not measured" and "seed(s) 42 have no evaluated run" in unevaluated.detail
+
+
+def test_each_seed_reads_its_best_dev_grid_point(tmp_path, make_record):
+    [c] = load_comparisons(ledger(tmp_path))
+    grid = {"seeds": [13, 21], "lr": [1e-5, 3e-5], "batch_size": [64], "eps": [1e-3], "weight_decay": [0.0]}
+    records = [make_record(k=512, seed=seed, lr=lr, dev=dev, test=test, zero_shot=0.5, model=STANDIN,
+                           profile="standin", grid=grid)
+               for seed, lr, dev, test in ((13, 1e-5, 0.70, 0.61), (13, 3e-5, 0.65, 0.99),
+                                           (21, 1e-5, 0.60, 0.99), (21, 3e-5, 0.72, 0.63))]
+    [verdict] = judge_comparison(c, records)
+    assert "seed 13: 61 - 50; seed 21: 63 - 50" in verdict.detail   # the best dev run of each seed, never test
+
+
+def test_every_markdown_row_has_the_header_s_cells(tmp_path, make_record):
+    from harness.results.comparisons import to_markdown
+
+    text = BASE.replace('b = { variant = "hf-mlm", k = 512, metric = "zero_shot_test_accuracy" }', 'b = { value = 1.0 }')
+    text = text.replace('metric = "test_accuracy" }', 'metric = "memory_peak_ratio_mezo_over_inference" }')
+    text = text.replace('direction = "up"', 'direction = "within"\nmargin = 0.1')
+    [c] = load_comparisons(ledger(tmp_path, text))
+    rows = [line for line in to_markdown(judge_comparison(c, runs(make_record))).splitlines() if line.startswith("|")]
+    assert len({row.count("|") for row in rows}) == 1, rows
