@@ -25,18 +25,18 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text, check_keys, read_toml
 from harness.core.stats import mean
 from harness.protocol.settings import standin_scope
-from harness.results.comparisons import Comparison, ComparisonVerdict, load_comparisons
+from harness.results.comparisons import Comparison, ComparisonVerdict, check_ledger_entry, load_comparisons
 from harness.results.comparisons import to_markdown as comparisons_markdown
-from harness.results.paper import PAPER_TASKS, shipped_protocol_name
+from harness.results.paper import shipped_protocol_name
 from harness.results.selection import (
     RANDOM_INIT,
     best_dev_per_seed,
     check_identities,
     data_identity,
     field_value,
-    grid_point,
     grid_points,
     hardware_class,
+    missing_grid_points,
     model_matches,
     selectable,
 )
@@ -137,16 +137,8 @@ def load_claims(path: str | Path, paper: dict[str, dict]) -> list[Claim]:
     path = Path(path)
     claims, seen = [], set()
     for index, entry in enumerate(read_toml(path, "claims file").get("claim", []), start=1):
-        where = f"{path} claim {entry.get('id', f'#{index}')!r}"
-        check_keys(entry, CLAIM_KEYS, where)
-        for key in ("id", "source", "statement", "task", "metric", "variant", "tolerance"):
-            if key not in entry:
-                raise HarnessError(f"{where}: missing key {key!r}")
-        if entry["id"] in seen:
-            raise HarnessError(f"{where}: duplicate id")
-        seen.add(entry["id"])
-        if entry["task"] not in PAPER_TASKS:
-            raise HarnessError(f"{where}: field 'task' must be one of {', '.join(PAPER_TASKS)}, got {entry['task']!r}")
+        where = check_ledger_entry(entry, f"{path} claim", index, CLAIM_KEYS,
+                                   ("id", "source", "statement", "task", "metric", "variant", "tolerance"), seen)
         if entry["metric"] not in METRICS:
             raise HarnessError(f"{where}: field 'metric' must be one of {sorted(METRICS)}, got {entry['metric']!r}")
         if ("expected" in entry) == ("paper" in entry):
@@ -249,17 +241,6 @@ def _complete_groups(records: list[dict]) -> tuple[list[list[dict]], list[str]]:
         else:
             complete.append(group)
     return complete, missing
-
-
-def missing_grid_points(runs: list[dict]) -> list[tuple] | None:
-    """The points of the runs' grid (the first run's `protocol.grid`; the runs are of one protocol
-    hash and k) that no completed or diverged run of them covers; None where the records do not say
-    their grid (older schema)."""
-    grid = runs[0]["protocol"].get("grid")
-    if grid is None:
-        return None
-    have = {grid_point(r) for r in selectable(runs)}
-    return [point for point in grid_points(grid) if point not in have]
 
 
 def _scope(records: list[dict]) -> str:

@@ -47,9 +47,9 @@ from harness.results.selection import (
     best_dev_per_seed,
     data_identity,
     field_value,
-    grid_point,
     grid_points,
     hardware_class,
+    missing_grid_points,
     selectable,
 )
 
@@ -160,6 +160,26 @@ def _side(entry, where: str) -> Side:
     return Side(variant=str(entry["variant"]), k=entry["k"], metric=entry["metric"])
 
 
+def check_ledger_entry(entry, kind: str, index: int, allowed: tuple[str, ...], required: tuple[str, ...],
+                       seen: set) -> str:
+    """The checks every ledger entry ([[claim]], [[comparison]]) shares: a table, known keys, the required
+    ones present, an id not seen before in its file (added to `seen`), a known task. Returns the entry's
+    name for messages ("<file> claim '<id>'")."""
+    if not isinstance(entry, dict):
+        raise HarnessError(f"{kind} #{index}: must be a table ([[{kind.rsplit(' ', 1)[-1]}]])")
+    where = f"{kind} {entry.get('id', f'#{index}')!r}"
+    check_keys(entry, allowed, where)
+    for key in required:
+        if key not in entry:
+            raise HarnessError(f"{where}: missing key {key!r}")
+    if entry["id"] in seen:
+        raise HarnessError(f"{where}: duplicate id")
+    seen.add(entry["id"])
+    if entry["task"] not in PAPER_TASKS:
+        raise HarnessError(f"{where}: field 'task' must be one of {', '.join(PAPER_TASKS)}, got {entry['task']!r}")
+    return where
+
+
 def load_comparisons(path: str | Path) -> list[Comparison]:
     """One ledger's `[[comparison]]` entries, checked (a bad field is an error naming it)."""
     path = Path(path)
@@ -168,18 +188,9 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
     if not isinstance(entries, list):
         raise HarnessError(f"{path}: 'comparison' must be an array of tables ([[comparison]])")
     for index, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict):
-            raise HarnessError(f"{path} comparison #{index}: must be a table ([[comparison]])")
-        where = f"{path} comparison {entry.get('id', f'#{index}')!r}"
-        check_keys(entry, COMPARISON_KEYS, where)
-        for key in ("id", "source", "statement", "paper_direction", "task", "a", "b", "direction", "conditions"):
-            if key not in entry:
-                raise HarnessError(f"{where}: missing key {key!r}")
-        if entry["id"] in seen:
-            raise HarnessError(f"{where}: duplicate id")
-        seen.add(entry["id"])
-        if entry["task"] not in PAPER_TASKS:
-            raise HarnessError(f"{where}: field 'task' must be one of {', '.join(PAPER_TASKS)}, got {entry['task']!r}")
+        where = check_ledger_entry(entry, f"{path} comparison", index, COMPARISON_KEYS,
+                                   ("id", "source", "statement", "paper_direction", "task", "a", "b", "direction",
+                                    "conditions"), seen)
         if entry["direction"] not in DIRECTIONS:
             raise HarnessError(f"{where}: field 'direction' must be one of {', '.join(DIRECTIONS)}, "
                                f"got {entry['direction']!r}")
@@ -253,11 +264,10 @@ def _side_runs(side: Side, records: list[dict]) -> tuple[dict[int, dict] | None,
     hashes = sorted({r["protocol"]["hash"] for r in runs})
     if len(hashes) > 1:   # one protocol hash per (profile, variant): check_identities refuses it earlier
         return None, f"{side.variant} k={side.k} has runs of {len(hashes)} protocol hashes"
+    absent = missing_grid_points(runs)
     grid = runs[0]["protocol"].get("grid")
-    if grid is None:
+    if absent is None:
         return None, f"the runs of {side.variant} k={side.k} do not say their grid (older schema)"
-    have = {grid_point(r) for r in runs}
-    absent = [point for point in grid_points(grid) if point not in have]
     if absent:
         return None, (f"{side.variant} k={side.k}: {len(absent)} of {len(grid_points(grid))} grid points not run "
                       f"(e.g. seed {absent[0][0]} lr {absent[0][1]:g})")

@@ -27,7 +27,6 @@ from harness.core.stats import mean, population_std
 from harness.core.text import slug
 from harness.protocol.settings import standin_scope
 from harness.protocol.variants import VARIANTS
-from harness.results.claims import missing_grid_points
 from harness.results.figures import pyplot, save_figure, write_figures
 from harness.results.paper import entry_variants, setting_of
 from harness.results.progress import progress_rows
@@ -39,6 +38,7 @@ from harness.results.selection import (
     grid_point,
     grid_points,
     hardware_class,
+    missing_grid_points,
     selectable,
 )
 from harness.results.table18 import write_table18

@@ -122,6 +122,17 @@ def grid_point(record: dict) -> tuple:
     return (record["seed"], hp["lr"], hp["batch_size"], hp.get("eps"), hp.get("weight_decay"))
 
 
+def missing_grid_points(runs: list[dict]) -> list[tuple] | None:
+    """The points of the runs' grid (the first run's `protocol.grid`; the runs are of one protocol
+    hash and k) that no completed or diverged run of them covers; None where the records do not say
+    their grid (older schema)."""
+    grid = runs[0]["protocol"].get("grid")
+    if grid is None:
+        return None
+    have = {grid_point(r) for r in selectable(runs)}
+    return [point for point in grid_points(grid) if point not in have]
+
+
 def grid_points(grid: dict) -> list[tuple]:
     """Every point of a record's `protocol.grid`, in `grid_point`'s order."""
     return list(itertools.product(grid["seeds"], grid["lr"], grid["batch_size"], grid["eps"], grid["weight_decay"]))
